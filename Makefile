@@ -1,0 +1,44 @@
+# Keel: build, run and test. Every target first runs `setup` (idempotent, cheap when all is there):
+# Debian packages (QEMU, GRUB, xorriso, mtools) and the Rust nightly pinned in rust-toolchain.toml.
+#
+#   make run      boot Keel in QEMU with the serial console on this terminal (MEM=, PORT=)
+#   make test     host unit tests, then the kernel image, then the QEMU integration tests
+#   make image    build the kernel and target/keel/keel.iso (its path is the last line printed)
+#   make bench    boot BOOTS times, run the in-kernel benchmarks, write target/bench/report.md
+#   make clippy   lint the host crates, the QEMU tests and the kernel (warnings are errors)
+#   make fmt      check formatting
+
+MEM ?= 128M
+PORT ?= 8080
+BOOTS ?= 5
+
+CARGO ?= cargo
+KEEL := $(CARGO) run --quiet -p keel-toolchain --
+
+.DEFAULT_GOAL := image
+.PHONY: setup image run test bench clippy fmt
+
+setup:
+	@bash toolchain/setup.sh
+
+image: setup
+	@$(KEEL) image
+
+run: setup
+	@$(KEEL) run --mem $(MEM) --port $(PORT)
+
+test: setup
+	$(CARGO) test
+	@$(KEEL) image
+	$(CARGO) test -p keel-toolchain --test kernel -- --test-threads=2
+
+bench: setup
+	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
+
+clippy: setup
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p keel-toolchain --test kernel -- -D warnings
+	@$(KEEL) clippy-kernel
+
+fmt: setup
+	$(CARGO) fmt --all -- --check

@@ -1,0 +1,24 @@
+//! Tasks: Keel's unit of execution. One address space, preemptive round-robin scheduling on a
+//! periodic timer, blocking through wait queues.
+//!
+//! Every task runs inside `catch_unwind`: when it panics, faults or is killed, its stack is
+//! unwound and all it owned is dropped; the joiner receives the [`Failure`].
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+mod channel;
+mod mutex;
+mod scheduler;
+mod switch;
+mod wait;
+
+pub use channel::{RecvError, Receiver, SendError, Sender, channel};
+pub use keel_unwind::Failure;
+pub use mutex::{Mutex, MutexGuard};
+pub use scheduler::{
+    Builder, JoinHandle, KillError, TaskId, TaskInfo, TaskState, current_id, idle_loop, init,
+    kill, sleep, spawn, task_list, ticks, yield_now, TICK_HZ,
+};
+pub use wait::WaitQueue;

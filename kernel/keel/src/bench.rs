@@ -1,0 +1,120 @@
+//! `bench`: in-kernel microbenchmarks in the style of Theseus's LMBench set. Each reports the
+//! median of per-iteration TSC samples. Benchmarks, not tests: nothing here passes or fails.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+use alloc::sync::Arc;
+use keel_arch::cpu::read_tsc;
+use keel_console::println;
+use keel_memory::MapFlags;
+use keel_task::{Builder, channel, yield_now};
+
+const ITERATIONS: usize = 2000;
+
+fn report(name: &str, mut samples: Vec<u64>) {
+    samples.sort_unstable();
+    let median = samples.get(samples.len() / 2).copied().unwrap_or(0);
+    let ns = keel_time::tsc_to_ns(median);
+    println!("BENCH {{\"name\":\"{name}\",\"median_ns\":{ns:.1},\"iterations\":{}}}", samples.len());
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err(String::from("takes no arguments"));
+    }
+    context_switch()?;
+    spawn_join()?;
+    channel_round_trip()?;
+    map_unmap_page()?;
+    heap_alloc_free();
+    println!("bench: done");
+    Ok(())
+}
+
+/// Two tasks yield to each other; one sample is a round trip, i.e. two switches.
+fn context_switch() -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let partner_stop = stop.clone();
+    let partner = Builder::new("bench-yield")
+        .spawn(move || {
+            while !partner_stop.load(Ordering::Relaxed) {
+                yield_now();
+            }
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+    yield_now();
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for _ in 0..ITERATIONS {
+        let start = read_tsc();
+        yield_now();
+        samples.push((read_tsc() - start) / 2);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = partner.join();
+    report("context_switch", samples);
+    Ok(())
+}
+
+fn spawn_join() -> Result<(), String> {
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for i in 0..ITERATIONS as u64 {
+        let start = read_tsc();
+        let handle = Builder::new("bench-spawn")
+            .stack_size(16 * 1024)
+            .spawn(move || i)
+            .map_err(|e| alloc::format!("{e}"))?;
+        let _ = handle.join();
+        samples.push(read_tsc() - start);
+    }
+    report("spawn_join", samples);
+    Ok(())
+}
+
+fn channel_round_trip() -> Result<(), String> {
+    let (to_echo, echo_in) = channel::<u64>(1);
+    let (echo_out, from_echo) = channel::<u64>(1);
+    let echo = Builder::new("bench-echo")
+        .spawn(move || {
+            while let Ok(v) = echo_in.recv() {
+                if echo_out.send(v).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for i in 0..ITERATIONS as u64 {
+        let start = read_tsc();
+        to_echo.send(i).map_err(|_| String::from("echo task gone"))?;
+        from_echo.recv().map_err(|_| String::from("echo task gone"))?;
+        samples.push(read_tsc() - start);
+    }
+    drop(to_echo);
+    let _ = echo.join();
+    report("channel_round_trip", samples);
+    Ok(())
+}
+
+fn map_unmap_page() -> Result<(), String> {
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for _ in 0..ITERATIONS {
+        let start = read_tsc();
+        let mapping = keel_memory::map_new(1, MapFlags::DATA).map_err(|e| alloc::format!("{e}"))?;
+        drop(core::hint::black_box(mapping));
+        samples.push(read_tsc() - start);
+    }
+    report("map_unmap_page", samples);
+    Ok(())
+}
+
+fn heap_alloc_free() {
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for _ in 0..ITERATIONS {
+        let start = read_tsc();
+        let block = core::hint::black_box(alloc::vec![0u8; 64]);
+        drop(block);
+        samples.push(read_tsc() - start);
+    }
+    report("heap_alloc_free", samples);
+}

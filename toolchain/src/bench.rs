@@ -1,0 +1,518 @@
+//! `keel bench`: boots the image several times, measures QEMU start to the first prompt, runs the
+//! shell's `bench` command, and writes `target/bench/report.md` and `report.json`.
+//!
+//! The kernel prints one line per benchmark, `BENCH {"name":"...","median_ns":<f64>,
+//! "iterations":<n>}`, and ends with `bench: done`. Benchmarks are measurements, not tests: nothing
+//! here has a threshold.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+
+use crate::json::{self, Value};
+use crate::paths::Layout;
+use crate::qemu::{QemuConfig, free_local_port, qemu_program};
+use crate::vm::{BOOT_TIMEOUT, PROMPT, Vm};
+
+/// Prefix of a benchmark result line.
+pub const BENCH_PREFIX: &str = "BENCH ";
+/// The line that ends the `bench` command's output.
+pub const BENCH_DONE: &str = "bench: done";
+/// Hang guard for the whole `bench` command (TCG is slow).
+pub const BENCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// How many times `keel bench` boots the image by default.
+pub const DEFAULT_BOOTS: usize = 5;
+
+/// Theseus's published figures (µs, real hardware), for context beside ours.
+pub const THESEUS_REFERENCE: [TheseusFigure; 4] = [
+    TheseusFigure {
+        benchmark: "context_switch",
+        measure: "context switch",
+        micros: 0.34,
+    },
+    TheseusFigure {
+        benchmark: "spawn_join",
+        measure: "create task",
+        micros: 244.0,
+    },
+    TheseusFigure {
+        benchmark: "map_unmap_page",
+        measure: "memory map",
+        micros: 0.99,
+    },
+    TheseusFigure {
+        benchmark: "channel_round_trip",
+        measure: "IPC",
+        micros: 1.03,
+    },
+];
+
+/// One of Theseus's published figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TheseusFigure {
+    /// Our benchmark it is shown beside.
+    pub benchmark: &'static str,
+    /// Theseus's name for the measurement.
+    pub measure: &'static str,
+    pub micros: f64,
+}
+
+/// One `BENCH` line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchSample {
+    pub name: String,
+    pub median_ns: f64,
+    pub iterations: u64,
+}
+
+/// What one boot measured.
+#[derive(Clone, Debug)]
+pub struct BootRun {
+    pub boot_to_prompt: Duration,
+    pub samples: Vec<BenchSample>,
+}
+
+/// Everything the report is made from.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub qemu_version: String,
+    pub host_cpu: String,
+    pub memory: String,
+    pub runs: Vec<BootRun>,
+}
+
+/// One benchmark summarised over all boots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub name: String,
+    /// Median over boots of each boot's median.
+    pub median_ns: f64,
+    pub min_ns: f64,
+    pub max_ns: f64,
+    pub iterations: u64,
+    pub boots: usize,
+    pub theseus: Option<TheseusFigure>,
+}
+
+/// Options of `keel bench`.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub iso: PathBuf,
+    pub memory: String,
+    pub boots: usize,
+}
+
+/// Parses a `BENCH {...}` line; `None` if the line is something else.
+pub fn parse_bench_line(line: &str) -> Option<Result<BenchSample>> {
+    let object = line.trim().strip_prefix(BENCH_PREFIX)?;
+    Some(parse_bench_object(object).with_context(|| format!("bad benchmark line {line:?}")))
+}
+
+fn parse_bench_object(object: &str) -> Result<BenchSample> {
+    let fields = json::parse_flat_object(object)?;
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value)
+            .ok_or_else(|| anyhow!("missing {key:?}"))
+    };
+    let Value::String(name) = field("name")? else {
+        bail!("\"name\" is not a string");
+    };
+    let Value::Number(median_ns) = *field("median_ns")? else {
+        bail!("\"median_ns\" is not a number");
+    };
+    let iterations = match *field("iterations")? {
+        Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => n as u64,
+        _ => bail!("\"iterations\" is not a non-negative integer"),
+    };
+    ensure!(!name.is_empty(), "empty benchmark name");
+    ensure!(
+        median_ns.is_finite() && median_ns >= 0.0,
+        "median_ns {median_ns} is not a duration"
+    );
+    Ok(BenchSample {
+        name: name.clone(),
+        median_ns,
+        iterations,
+    })
+}
+
+/// All `BENCH` lines of the `bench` command's output; at least one is required.
+pub fn parse_bench_output(text: &str) -> Result<Vec<BenchSample>> {
+    let samples = text
+        .lines()
+        .filter_map(parse_bench_line)
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        !samples.is_empty(),
+        "the bench command printed no BENCH line"
+    );
+    Ok(samples)
+}
+
+/// The median (mean of the two middle values for an even count); NaN for no values.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+impl Report {
+    /// One row per benchmark, in the order the kernel first printed them.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut names: Vec<&str> = Vec::new();
+        for sample in self.runs.iter().flat_map(|run| &run.samples) {
+            if !names.contains(&sample.name.as_str()) {
+                names.push(&sample.name);
+            }
+        }
+        names.into_iter().map(|name| self.row(name)).collect()
+    }
+
+    fn row(&self, name: &str) -> Row {
+        let samples: Vec<&BenchSample> = self
+            .runs
+            .iter()
+            .flat_map(|run| run.samples.iter().filter(|s| s.name == name))
+            .collect();
+        let medians: Vec<f64> = samples.iter().map(|s| s.median_ns).collect();
+        let iterations: Vec<f64> = samples.iter().map(|s| s.iterations as f64).collect();
+        Row {
+            name: name.to_string(),
+            median_ns: median(&medians),
+            min_ns: medians.iter().copied().fold(f64::INFINITY, f64::min),
+            max_ns: medians.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            iterations: median(&iterations) as u64,
+            boots: samples.len(),
+            theseus: THESEUS_REFERENCE
+                .iter()
+                .find(|figure| figure.benchmark == name)
+                .copied(),
+        }
+    }
+
+    /// Seconds from QEMU start to the first prompt, one per boot.
+    pub fn boot_seconds(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|run| run.boot_to_prompt.as_secs_f64())
+            .collect()
+    }
+}
+
+/// The Markdown report.
+pub fn render_markdown(report: &Report) -> String {
+    let mut md = String::new();
+    let boots = report.boot_seconds();
+    let _ = writeln!(md, "# Keel benchmarks\n");
+    let _ = writeln!(
+        md,
+        "{} boots of `target/keel/keel.iso` in {} (q35, `-cpu max`, {} of memory) on {}.\n",
+        boots.len(),
+        report.qemu_version,
+        report.memory,
+        report.host_cpu
+    );
+    let _ = writeln!(
+        md,
+        "QEMU runs under **TCG** (software CPU emulation, no KVM): every figure is far slower than \
+         the same code on real hardware and only comparable with other runs under TCG. Theseus's \
+         published figures were measured on real hardware and are listed for context only.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Boot to prompt (QEMU start to the first `{}`, wall time): median {:.3} s, min {:.3} s, \
+         max {:.3} s.\n",
+        PROMPT.trim_end(),
+        median(&boots),
+        boots.iter().copied().fold(f64::INFINITY, f64::min),
+        boots.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let _ = writeln!(
+        md,
+        "| benchmark | Keel median (µs) | min–max over boots (µs) | iterations | Theseus (µs, real hardware) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---|");
+    for row in report.rows() {
+        let theseus = match row.theseus {
+            Some(figure) => format!("{} ({})", figure.micros, figure.measure),
+            None => "—".to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.3} | {:.3}–{:.3} | {} | {} |",
+            row.name,
+            row.median_ns / 1e3,
+            row.min_ns / 1e3,
+            row.max_ns / 1e3,
+            row.iterations,
+            theseus
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nEach Keel figure is the median over boots of the median the kernel measured in that boot."
+    );
+    md
+}
+
+/// The JSON report.
+pub fn render_json(report: &Report) -> String {
+    let boots = report.boot_seconds();
+    let samples: Vec<String> = boots.iter().map(|s| json::number(*s)).collect();
+    let rows: Vec<String> = report.rows().iter().map(row_json).collect();
+    format!(
+        "{{\n  \"qemu\": {},\n  \"accelerator\": \"tcg\",\n  \"host_cpu\": {},\n  \"memory\": {},\n  \
+         \"boots\": {},\n  \"boot_to_prompt_s\": {{\"median\": {}, \"samples\": [{}]}},\n  \
+         \"benchmarks\": [\n    {}\n  ]\n}}\n",
+        json::quote(&report.qemu_version),
+        json::quote(&report.host_cpu),
+        json::quote(&report.memory),
+        boots.len(),
+        json::number(median(&boots)),
+        samples.join(", "),
+        rows.join(",\n    ")
+    )
+}
+
+fn row_json(row: &Row) -> String {
+    let theseus = match row.theseus {
+        Some(figure) => format!(
+            "{{\"measure\": {}, \"us\": {}}}",
+            json::quote(figure.measure),
+            json::number(figure.micros)
+        ),
+        None => "null".to_string(),
+    };
+    format!(
+        "{{\"name\": {}, \"median_ns\": {}, \"min_ns\": {}, \"max_ns\": {}, \"iterations\": {}, \
+         \"boots\": {}, \"theseus\": {}}}",
+        json::quote(&row.name),
+        json::number(row.median_ns),
+        json::number(row.min_ns),
+        json::number(row.max_ns),
+        row.iterations,
+        row.boots,
+        theseus
+    )
+}
+
+/// Runs the benchmarks and writes the reports; returns the Markdown report's path.
+pub fn run(layout: &Layout, options: &BenchOptions) -> Result<PathBuf> {
+    ensure!(options.boots > 0, "need at least one boot");
+    let mut runs = Vec::with_capacity(options.boots);
+    for boot in 1..=options.boots {
+        eprintln!("bench: boot {boot} of {}", options.boots);
+        let run = bench_one_boot(options).with_context(|| format!("boot {boot}"))?;
+        eprintln!(
+            "bench: prompt after {:.3} s, {} benchmarks",
+            run.boot_to_prompt.as_secs_f64(),
+            run.samples.len()
+        );
+        runs.push(run);
+    }
+    let report = Report {
+        qemu_version: qemu_version(),
+        host_cpu: host_cpu(),
+        memory: options.memory.clone(),
+        runs,
+    };
+    write_reports(layout, &report)
+}
+
+fn bench_one_boot(options: &BenchOptions) -> Result<BootRun> {
+    let mut config = QemuConfig::new(&options.iso, free_local_port()?);
+    config.memory = options.memory.clone();
+    let max_runtime = BOOT_TIMEOUT + BENCH_TIMEOUT + Duration::from_secs(60);
+    let mut vm = Vm::boot(&config, max_runtime)?;
+    vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
+    let boot_to_prompt = Instant::now() - vm.started_at();
+    vm.send_line("bench")?;
+    let output = vm.wait_for(BENCH_DONE, BENCH_TIMEOUT)?;
+    let samples = parse_bench_output(&output).map_err(|error| {
+        anyhow!("{error:#}\n--- bench output ---\n{output}\n--- end of bench output ---")
+    })?;
+    Ok(BootRun {
+        boot_to_prompt,
+        samples,
+    })
+}
+
+fn write_reports(layout: &Layout, report: &Report) -> Result<PathBuf> {
+    let dir = layout.bench_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let markdown = dir.join("report.md");
+    fs::write(&markdown, render_markdown(report))
+        .with_context(|| format!("writing {}", markdown.display()))?;
+    let json_path = dir.join("report.json");
+    fs::write(&json_path, render_json(report))
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    Ok(markdown)
+}
+
+/// The first line of `qemu-system-x86_64 --version`.
+fn qemu_version() -> String {
+    Command::new(qemu_program())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "QEMU (unknown version)".to_string())
+}
+
+/// The host CPU's model name and core count.
+fn host_cpu() -> String {
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "an unknown CPU".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model} ({cores} cores)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, median_ns: f64) -> BenchSample {
+        BenchSample {
+            name: name.into(),
+            median_ns,
+            iterations: 1000,
+        }
+    }
+
+    fn report() -> Report {
+        let run = |boot_ms, cs, heap| BootRun {
+            boot_to_prompt: Duration::from_millis(boot_ms),
+            samples: vec![
+                sample("context_switch", cs),
+                sample("heap_alloc_free", heap),
+            ],
+        };
+        Report {
+            qemu_version: "QEMU emulator version 7.2".into(),
+            host_cpu: "Test CPU (2 cores)".into(),
+            memory: "128M".into(),
+            runs: vec![
+                run(900, 3000.0, 50.0),
+                run(1100, 1000.0, 70.0),
+                run(1000, 2000.0, 60.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn parses_bench_lines() {
+        let line =
+            "BENCH {\"name\":\"context_switch\",\"median_ns\":1234.5,\"iterations\":10000}\r";
+        assert_eq!(
+            parse_bench_line(line).unwrap().unwrap(),
+            BenchSample {
+                name: "context_switch".into(),
+                median_ns: 1234.5,
+                iterations: 10000
+            }
+        );
+        assert!(parse_bench_line("bench: done").is_none());
+        assert!(parse_bench_line("[    1.000000] BENCH later").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_bench_lines() {
+        for bad in [
+            "BENCH {}",
+            "BENCH {\"name\":\"x\",\"median_ns\":\"1\",\"iterations\":1}",
+            "BENCH {\"name\":\"x\",\"median_ns\":1,\"iterations\":1.5}",
+            "BENCH {\"name\":\"x\",\"median_ns\":-1,\"iterations\":1}",
+            "BENCH {\"name\":\"\",\"median_ns\":1,\"iterations\":1}",
+            "BENCH not json",
+        ] {
+            assert!(parse_bench_line(bad).unwrap().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn parses_a_whole_bench_run() {
+        let output = "bench\r\nBENCH {\"name\":\"a\",\"median_ns\":1,\"iterations\":2}\r\n\
+                      some log\r\nBENCH {\"name\":\"b\",\"median_ns\":3.5,\"iterations\":4}\r\nbench: done";
+        let samples = parse_bench_output(output).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].name, "b");
+        assert!(parse_bench_output("bench\r\nbench: done").is_err());
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn rows_summarise_over_boots() {
+        let rows = report().rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "context_switch");
+        assert_eq!(rows[0].median_ns, 2000.0);
+        assert_eq!((rows[0].min_ns, rows[0].max_ns), (1000.0, 3000.0));
+        assert_eq!(rows[0].boots, 3);
+        assert_eq!(rows[0].theseus.unwrap().micros, 0.34);
+        assert!(rows[1].theseus.is_none());
+    }
+
+    #[test]
+    fn markdown_has_table_boot_time_and_tcg_note() {
+        let md = render_markdown(&report());
+        assert!(
+            md.contains("| context_switch | 2.000 | 1.000–3.000 | 1000 | 0.34 (context switch) |")
+        );
+        assert!(md.contains("| heap_alloc_free | 0.060 | 0.050–0.070 | 1000 | — |"));
+        assert!(md.contains("median 1.000 s"));
+        assert!(md.contains("TCG"));
+    }
+
+    #[test]
+    fn json_report_is_well_formed_enough() {
+        let text = render_json(&report());
+        assert!(text.contains("\"boot_to_prompt_s\": {\"median\": 1, \"samples\": [0.9, 1.1, 1]}"));
+        assert!(text.contains("\"theseus\": {\"measure\": \"context switch\", \"us\": 0.34}"));
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+        assert_eq!(text.matches('[').count(), text.matches(']').count());
+    }
+
+    #[test]
+    fn reference_covers_the_compared_benchmarks() {
+        let names: Vec<_> = THESEUS_REFERENCE.iter().map(|f| f.benchmark).collect();
+        assert_eq!(
+            names,
+            [
+                "context_switch",
+                "spawn_join",
+                "map_unmap_page",
+                "channel_round_trip"
+            ]
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The bootable ISO: GRUB (BIOS, from `grub-pc-bin`) loading the kernel with multiboot2.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::paths::Layout;
+use crate::process::run_captured;
+
+/// Where the kernel sits inside the ISO.
+pub const KERNEL_ISO_PATH: &str = "boot/keel-kernel";
+
+/// GRUB's configuration: boot Keel at once. GRUB itself writes only to the (absent) VGA console, so
+/// the serial log starts with the kernel's own output.
+pub const GRUB_CFG: &str = "\
+set timeout=0
+set default=0
+
+menuentry \"Keel\" {
+    multiboot2 /boot/keel-kernel
+    boot
+}
+";
+
+/// Lays out the ISO tree and runs `grub-mkrescue`. Returns the ISO's path. The ISO is written
+/// under a temporary name and renamed, so a reader never sees a half-written image.
+pub fn make_iso(layout: &Layout, kernel_elf: &Path) -> Result<PathBuf> {
+    let root = layout.iso_root();
+    stage_iso_tree(&root, kernel_elf)?;
+    let iso = layout.iso();
+    let partial = iso.with_extension("iso.partial");
+    run_captured(
+        Command::new("grub-mkrescue")
+            .arg("-o")
+            .arg(&partial)
+            .arg(&root),
+    )?;
+    fs::rename(&partial, &iso)
+        .with_context(|| format!("renaming {} to {}", partial.display(), iso.display()))?;
+    Ok(absolute(&iso))
+}
+
+/// Recreates `root` with the kernel and `grub.cfg`.
+fn stage_iso_tree(root: &Path, kernel_elf: &Path) -> Result<()> {
+    if root.exists() {
+        fs::remove_dir_all(root).with_context(|| format!("clearing {}", root.display()))?;
+    }
+    let grub_dir = root.join("boot/grub");
+    fs::create_dir_all(&grub_dir).with_context(|| format!("creating {}", grub_dir.display()))?;
+    let kernel_dest = root.join(KERNEL_ISO_PATH);
+    fs::copy(kernel_elf, &kernel_dest).with_context(|| {
+        format!(
+            "copying {} to {}",
+            kernel_elf.display(),
+            kernel_dest.display()
+        )
+    })?;
+    fs::write(grub_dir.join("grub.cfg"), GRUB_CFG).context("writing grub.cfg")?;
+    Ok(())
+}
+
+/// `path` made absolute (paths from [`Layout`] already are; this guards `CARGO_TARGET_DIR`).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_config_boots_the_kernel_without_waiting() {
+        assert!(GRUB_CFG.contains("set timeout=0"));
+        assert!(GRUB_CFG.contains("set default=0"));
+        assert!(GRUB_CFG.contains(&format!("multiboot2 /{KERNEL_ISO_PATH}")));
+    }
+
+    #[test]
+    fn stages_kernel_and_config() {
+        let dir = std::env::temp_dir().join(format!("keel-iso-test-{}", std::process::id()));
+        let elf = dir.join("kernel.elf");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&elf, b"\x7fELF").unwrap();
+        let root = dir.join("iso");
+        fs::create_dir_all(root.join("stale")).unwrap();
+
+        stage_iso_tree(&root, &elf).unwrap();
+
+        assert_eq!(fs::read(root.join(KERNEL_ISO_PATH)).unwrap(), b"\x7fELF");
+        assert_eq!(
+            fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap(),
+            GRUB_CFG
+        );
+        assert!(!root.join("stale").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

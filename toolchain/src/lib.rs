@@ -1,0 +1,14 @@
+//! Keel's host tools: building the kernel and its GRUB image, running it in QEMU, and driving it
+//! over the serial console for the integration tests and benchmarks.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cli;
+pub mod image;
+pub mod json;
+pub mod kernel;
+pub mod paths;
+pub mod process;
+pub mod qemu;
+pub mod vm;

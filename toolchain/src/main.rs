@@ -1,0 +1,87 @@
+//! `keel`: build, image, run and benchmark the Keel kernel. See `keel help`.
+
+#![forbid(unsafe_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use keel_toolchain::bench::{self, BenchOptions};
+use keel_toolchain::cli::{Cli, RunArgs, USAGE};
+use keel_toolchain::image::make_iso;
+use keel_toolchain::kernel::{build_kernel, kernel_cargo};
+use keel_toolchain::paths::{Layout, Profile};
+use keel_toolchain::process::{describe, run_checked};
+use keel_toolchain::qemu::{DISK_IMAGE_BYTES, QemuConfig, ensure_disk_image};
+
+fn main() -> ExitCode {
+    let result = Cli::parse(std::env::args().skip(1)).and_then(|cli| execute(&cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keel: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: &Cli) -> Result<()> {
+    let layout = Layout::discover();
+    match cli {
+        Cli::BuildKernel { profile } => {
+            println!("{}", build_kernel(&layout, *profile)?.display());
+        }
+        Cli::Image { profile } => {
+            println!("{}", image(&layout, *profile)?.display());
+        }
+        Cli::Run(args) => run(&layout, args)?,
+        Cli::Bench(args) => {
+            let iso = match &args.iso {
+                Some(iso) => iso.clone(),
+                None => image(&layout, Profile::Release)?,
+            };
+            let options = BenchOptions {
+                iso,
+                memory: args.memory.clone(),
+                boots: args.boots,
+            };
+            println!("{}", bench::run(&layout, &options)?.display());
+        }
+        Cli::ClippyKernel => {
+            let mut clippy = kernel_cargo(&layout, "clippy", Profile::Release)?;
+            run_checked(clippy.args(["--", "-D", "warnings"]))?;
+        }
+        Cli::Help => println!("{USAGE}"),
+    }
+    Ok(())
+}
+
+/// Builds the kernel and the ISO; returns the ISO's absolute path.
+fn image(layout: &Layout, profile: Profile) -> Result<PathBuf> {
+    let kernel = build_kernel(layout, profile)?;
+    make_iso(layout, &kernel)
+}
+
+/// Builds the image and replaces this process with an interactive QEMU.
+fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
+    let iso = image(layout, args.profile)?;
+    let disk = layout.disk_image();
+    ensure_disk_image(&disk, DISK_IMAGE_BYTES)?;
+    let config = QemuConfig {
+        iso,
+        memory: args.memory.clone(),
+        host_port: args.port,
+        disk: Some(disk),
+    };
+    let mut qemu = config.command();
+    eprintln!(
+        "keel: booting; serial console on this terminal, guest :80 on 127.0.0.1:{}. \
+         Quit with `shutdown` or Ctrl-C.\n{}",
+        args.port,
+        describe(&qemu)
+    );
+    let error = qemu.exec();
+    Err(error).with_context(|| format!("starting `{}`", describe(&qemu)))
+}

@@ -1,0 +1,196 @@
+//! The one QEMU command line shared by `keel run`, the integration tests and the benchmarks.
+//!
+//! q35 under TCG (never KVM: the `/dev/kvm` on our machines is a slow software substitute), no
+//! default devices, the serial port on stdio, `isa-debug-exit` so the guest can end QEMU, and an
+//! e1000 on user networking with one host port forwarded to the guest's port 80.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+/// Guest memory unless `--mem`/`MEM=` (or `KEEL_MEM` for tests) says otherwise.
+pub const DEFAULT_MEMORY: &str = "128M";
+/// Host port `keel run` forwards to the guest's port 80.
+pub const DEFAULT_RUN_PORT: u16 = 8080;
+/// Size of the disk image created for `keel run`.
+pub const DISK_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// The bus of port 0 of q35's built-in ICH9 AHCI controller (00:1f.2) in QEMU 7.2. The CD-ROM that
+/// `-cdrom` adds sits on `ide.2`.
+pub const AHCI_DISK_BUS: &str = "ide.0";
+/// I/O port of the `isa-debug-exit` device: the guest writes `v` there and QEMU exits with `2v+1`.
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// What varies between QEMU runs.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub iso: PathBuf,
+    pub memory: String,
+    /// Host port on 127.0.0.1 forwarded to guest port 80.
+    pub host_port: u16,
+    /// A raw disk image attached to the AHCI controller.
+    pub disk: Option<PathBuf>,
+}
+
+impl QemuConfig {
+    pub fn new(iso: impl Into<PathBuf>, host_port: u16) -> Self {
+        Self {
+            iso: iso.into(),
+            memory: DEFAULT_MEMORY.to_string(),
+            host_port,
+            disk: None,
+        }
+    }
+
+    /// The full command: [`qemu_program`] with [`QemuConfig::args`].
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(qemu_program());
+        command.args(self.args());
+        command
+    }
+
+    /// QEMU's arguments.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = [
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            &self.memory,
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ]
+        .map(OsString::from)
+        .into();
+        args.push("-cdrom".into());
+        args.push(self.iso.clone().into());
+        args.extend(
+            [
+                "-boot".to_string(),
+                "d".into(),
+                "-device".into(),
+                format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"),
+                "-device".into(),
+                "e1000,netdev=n0".into(),
+                "-netdev".into(),
+                format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:80", self.host_port),
+            ]
+            .map(OsString::from),
+        );
+        if let Some(disk) = &self.disk {
+            args.extend(disk_args(disk));
+        }
+        args
+    }
+}
+
+/// The arguments attaching `disk` as a raw SATA disk on the chipset's AHCI controller.
+fn disk_args(disk: &Path) -> Vec<OsString> {
+    let mut drive = OsString::from("if=none,id=d0,format=raw,file=");
+    drive.push(disk);
+    vec![
+        "-drive".into(),
+        drive,
+        "-device".into(),
+        format!("ide-hd,drive=d0,bus={AHCI_DISK_BUS}").into(),
+    ]
+}
+
+/// The QEMU binary: `$KEEL_QEMU` if set (another build, or a stand-in speaking the same serial
+/// protocol), else `qemu-system-x86_64` from `PATH`.
+pub fn qemu_program() -> OsString {
+    env::var_os("KEEL_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it for a port-0 bind).
+pub fn free_local_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Creates a sparse, zero-filled disk image of `bytes` at `path` unless a file is already there.
+pub fn ensure_disk_image(path: &Path, bytes: u64) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.set_len(bytes)
+        .with_context(|| format!("sizing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(config: &QemuConfig) -> String {
+        config
+            .args()
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn command_line_is_tcg_q35_with_serial_on_stdio() {
+        let line = joined(&QemuConfig::new("/x/keel.iso", 4321));
+        assert_eq!(
+            line,
+            "-machine q35 -accel tcg -cpu max -m 128M -nodefaults -no-reboot -display none \
+             -serial stdio -cdrom /x/keel.iso -boot d \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -device e1000,netdev=n0 \
+             -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4321-:80"
+        );
+        assert!(!line.contains("kvm"));
+    }
+
+    #[test]
+    fn disk_goes_on_the_chipset_ahci_port_0() {
+        let mut config = QemuConfig::new("k.iso", 1);
+        config.disk = Some("/d/disk.img".into());
+        config.memory = "256M".into();
+        let line = joined(&config);
+        assert!(line.contains("-m 256M"));
+        assert!(line.ends_with(
+            "-drive if=none,id=d0,format=raw,file=/d/disk.img -device ide-hd,drive=d0,bus=ide.0"
+        ));
+    }
+
+    #[test]
+    fn free_port_can_be_bound() {
+        let port = free_local_port().unwrap();
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
+
+    #[test]
+    fn disk_image_is_created_once() {
+        let path = env::temp_dir().join(format!("keel-disk-test-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        ensure_disk_image(&path, 4096).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        std::fs::write(&path, b"kept").unwrap();
+        ensure_disk_image(&path, 4096).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

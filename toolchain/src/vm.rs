@@ -1,0 +1,441 @@
+//! Driving a booted Keel over its serial console: the harness of the QEMU integration tests and of
+//! `keel bench`.
+//!
+//! A [`Vm`] owns one QEMU process. Two threads copy QEMU's stdout (the serial port) and stderr into
+//! buffers; [`Vm::wait_for`] consumes the serial output up to a pattern. QEMU is killed when the
+//! `Vm` is dropped, and by a watchdog once `max_runtime` has passed, so a hung guest cannot outlive
+//! its test. When a `Vm` is dropped during a panic (a failed assertion) it prints the transcript.
+
+use std::env;
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Error, Result, anyhow, ensure};
+
+use crate::paths::Layout;
+use crate::qemu::{DEFAULT_MEMORY, QemuConfig, free_local_port};
+
+/// The shell's prompt (no newline follows it).
+pub const PROMPT: &str = "keel> ";
+/// Hang guard for reaching the first prompt (TCG is slow; this is not a performance threshold).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Hang guard for one shell command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The last line of [`Vm::transcript`].
+pub const TRANSCRIPT_END: &str = "--- end of transcript ---";
+/// Default lifetime of a QEMU process before the watchdog kills it.
+pub const DEFAULT_MAX_RUNTIME: Duration = Duration::from_secs(600);
+
+/// One running QEMU (or a stand-in process that speaks the same serial protocol on stdio).
+pub struct Vm {
+    child: Arc<Mutex<Child>>,
+    stdin: Option<ChildStdin>,
+    serial: Arc<Stream>,
+    stderr: Arc<Stream>,
+    /// Serial bytes before this offset have been returned by `wait_for`.
+    cursor: usize,
+    started: Instant,
+    /// Dropping this sender stops the watchdog.
+    _watchdog: mpsc::Sender<()>,
+    /// Set once an error carrying the transcript was returned, so Drop does not print it again.
+    transcript_reported: bool,
+}
+
+impl Vm {
+    /// Boots `config` in QEMU.
+    pub fn boot(config: &QemuConfig, max_runtime: Duration) -> Result<Self> {
+        ensure!(
+            config.iso.is_file(),
+            "no kernel image at {}: run `make image` first",
+            config.iso.display()
+        );
+        Self::spawn(config.command(), max_runtime)
+    }
+
+    /// Boots the test image (`$KEEL_ISO`, else `target/keel/keel.iso`) with `$KEEL_MEM` (default
+    /// 128M) of memory and a free host port, and waits for the first prompt. Returns the VM and
+    /// the boot log.
+    pub fn boot_to_prompt() -> Result<(Self, String)> {
+        let mut config = QemuConfig::new(Layout::discover().iso_for_tests(), free_local_port()?);
+        config.memory = env::var("KEEL_MEM").unwrap_or_else(|_| DEFAULT_MEMORY.to_string());
+        let mut vm = Self::boot(&config, DEFAULT_MAX_RUNTIME)?;
+        let boot_log = vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
+        Ok((vm, boot_log))
+    }
+
+    /// Starts `command` with piped stdio and begins collecting its output.
+    pub fn spawn(mut command: Command, max_runtime: Duration) -> Result<Self> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {:?}", command.get_program()))?;
+        let started = Instant::now();
+        let stdin = child.stdin.take();
+        let serial = Stream::collect(child.stdout.take().expect("stdout is piped"));
+        let stderr = Stream::collect(child.stderr.take().expect("stderr is piped"));
+        let child = Arc::new(Mutex::new(child));
+        let watchdog = start_watchdog(Arc::clone(&child), Arc::clone(&stderr), max_runtime);
+        Ok(Self {
+            child,
+            stdin,
+            serial,
+            stderr,
+            cursor: 0,
+            started,
+            _watchdog: watchdog,
+            transcript_reported: false,
+        })
+    }
+
+    /// When the process was started.
+    pub fn started_at(&self) -> Instant {
+        self.started
+    }
+
+    /// Waits until `pattern` appears in the serial output after everything returned so far, and
+    /// returns that output up to and including the match. On timeout (or if QEMU exits first)
+    /// the error holds the full transcript.
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut state = self.serial.lock();
+        loop {
+            if let Some(at) = find(&state.bytes[self.cursor..], pattern.as_bytes()) {
+                let end = self.cursor + at + pattern.len();
+                let text = String::from_utf8_lossy(&state.bytes[self.cursor..end]).into_owned();
+                self.cursor = end;
+                return Ok(text);
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                let why = if state.closed {
+                    "QEMU's output ended"
+                } else {
+                    "timed out"
+                };
+                drop(state);
+                return Err(self.failure(format!(
+                    "{why} after {:.1} s waiting for {pattern:?}",
+                    start.elapsed().as_secs_f64()
+                )));
+            }
+            state = self.serial.wait(state, deadline - now);
+        }
+    }
+
+    /// Types `line` and presses Enter (`\r`, as a terminal sends it).
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\r');
+        self.send_bytes(&bytes)
+    }
+
+    /// Writes raw bytes to the serial port.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("stdin is closed"))?;
+        let written = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        written.map_err(|error| self.failure(format!("writing to QEMU's serial port: {error}")))
+    }
+
+    /// Runs one shell command: sends `line`, waits for the next prompt, and returns what the
+    /// kernel printed in between without the echoed command line and the prompt, with `\r\n`
+    /// turned into `\n`.
+    pub fn command(&mut self, line: &str) -> Result<String> {
+        self.command_with_timeout(line, COMMAND_TIMEOUT)
+    }
+
+    /// [`Vm::command`] with its own hang guard.
+    pub fn command_with_timeout(&mut self, line: &str, timeout: Duration) -> Result<String> {
+        self.send_line(line)?;
+        let output = self.wait_for(PROMPT, timeout)?;
+        Ok(command_output(&output))
+    }
+
+    /// Waits for QEMU to exit by itself; on timeout the error holds the transcript (and QEMU is
+    /// killed when the `Vm` is dropped).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_wait();
+            match status {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    return Err(self.failure(format!(
+                        "QEMU still running {:.1} s after it was expected to exit",
+                        timeout.as_secs_f64()
+                    )));
+                }
+                Err(error) => return Err(self.failure(format!("waiting for QEMU: {error}"))),
+            }
+        }
+    }
+
+    /// Everything QEMU has written so far: the serial output, then its stderr if any.
+    pub fn transcript(&self) -> String {
+        let serial = self.serial.text();
+        let stderr = self.stderr.text();
+        let mut text = format!("--- serial output ---\n{serial}");
+        if !serial.ends_with('\n') {
+            text.push('\n');
+        }
+        if !stderr.is_empty() {
+            text.push_str(&format!("--- QEMU stderr ---\n{stderr}"));
+            if !stderr.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text.push_str(TRANSCRIPT_END);
+        text
+    }
+
+    /// `error` with the transcript appended unless it already carries one. Marks the transcript
+    /// as reported, so dropping the `Vm` in the ensuing panic does not print it again.
+    pub fn with_transcript(&mut self, error: Error) -> Error {
+        self.transcript_reported = true;
+        if format!("{error:#}").contains(TRANSCRIPT_END) {
+            error
+        } else {
+            anyhow!("{error:#}\n{}", self.transcript())
+        }
+    }
+
+    /// An error for `what` that carries the transcript.
+    fn failure(&mut self, what: String) -> Error {
+        self.transcript_reported = true;
+        anyhow!("{what}\n{}", self.transcript())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if thread::panicking() && !self.transcript_reported {
+            eprintln!("{}", self.transcript());
+        }
+        drop(self.stdin.take());
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+/// The kernel's output for one command: drops the echoed command line (everything up to the first
+/// newline) and the trailing prompt, and normalises line endings.
+pub fn command_output(raw: &str) -> String {
+    let without_prompt = raw.strip_suffix(PROMPT).unwrap_or(raw);
+    let after_echo = match without_prompt.find('\n') {
+        Some(newline) => &without_prompt[newline + 1..],
+        None => "",
+    };
+    after_echo.replace('\r', "")
+}
+
+/// Kills the child once `max_runtime` has passed, unless the returned sender is dropped first.
+fn start_watchdog(
+    child: Arc<Mutex<Child>>,
+    stderr: Arc<Stream>,
+    max_runtime: Duration,
+) -> mpsc::Sender<()> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(max_runtime) {
+            let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                stderr.append(
+                    format!(
+                        "[keel harness: watchdog killed QEMU after {} s]\n",
+                        max_runtime.as_secs()
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    });
+    stop
+}
+
+/// The first index of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// An output pipe of the child, collected by a thread.
+struct Stream {
+    state: Mutex<StreamState>,
+    grown: Condvar,
+}
+
+#[derive(Default)]
+struct StreamState {
+    bytes: Vec<u8>,
+    /// The pipe reached end of file (the process exited).
+    closed: bool,
+}
+
+impl Stream {
+    /// Starts a thread copying `pipe` into a new stream.
+    fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Self> {
+        let stream = Arc::new(Stream {
+            state: Mutex::new(StreamState::default()),
+            grown: Condvar::new(),
+        });
+        let writer = Arc::clone(&stream);
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match pipe.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => writer.append(&buffer[..n]),
+                }
+            }
+            writer.lock().closed = true;
+            writer.grown.notify_all();
+        });
+        stream
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        self.lock().bytes.extend_from_slice(bytes);
+        self.grown.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, StreamState>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, StreamState> {
+        match self.grown.wait_timeout(guard, timeout) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lock().bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for Keel's shell: a boot line, the prompt, echo, and `\r`-terminated input.
+    const MOCK_SHELL: &str = r#"
+printf '[    0.000100] mock boot\r\nkeel> '
+while IFS= read -r -d $'\r' line; do
+    printf '%s\r\n' "$line"
+    case "$line" in
+        exit) exit 3 ;;
+        silent) ;;
+        *) printf 'you said: %s\r\nsecond line\r\nkeel> ' "$line" ;;
+    esac
+done
+"#;
+
+    fn mock_vm() -> Vm {
+        let mut command = Command::new("bash");
+        command.args(["-c", MOCK_SHELL]);
+        Vm::spawn(command, Duration::from_secs(30)).unwrap()
+    }
+
+    #[test]
+    fn wait_for_returns_output_through_the_match() {
+        let mut vm = mock_vm();
+        let boot = vm.wait_for(PROMPT, Duration::from_secs(10)).unwrap();
+        assert_eq!(boot, "[    0.000100] mock boot\r\nkeel> ");
+    }
+
+    #[test]
+    fn command_strips_echo_and_prompt() {
+        let mut vm = mock_vm();
+        vm.wait_for(PROMPT, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            vm.command("hello").unwrap(),
+            "you said: hello\nsecond line\n"
+        );
+        assert_eq!(
+            vm.command("again").unwrap(),
+            "you said: again\nsecond line\n"
+        );
+    }
+
+    #[test]
+    fn timeout_error_holds_the_transcript() {
+        let mut vm = mock_vm();
+        vm.wait_for(PROMPT, Duration::from_secs(10)).unwrap();
+        vm.send_line("silent").unwrap();
+        let error = vm
+            .wait_for(PROMPT, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("timed out"), "{error}");
+        assert!(error.contains("mock boot"), "{error}");
+        assert!(error.contains("silent"), "{error}");
+    }
+
+    #[test]
+    fn exit_is_observed_with_its_status() {
+        let mut vm = mock_vm();
+        vm.wait_for(PROMPT, Duration::from_secs(10)).unwrap();
+        vm.send_line("exit").unwrap();
+        let status = vm.wait_exit(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(3));
+        let error = vm.wait_for(PROMPT, Duration::from_secs(10)).unwrap_err();
+        assert!(
+            error.to_string().starts_with("QEMU's output ended"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn drop_and_watchdog_kill_the_process() {
+        let started = Instant::now();
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("1000");
+        drop(Vm::spawn(sleeper, Duration::from_secs(1000)).unwrap());
+
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("1000");
+        let mut vm = Vm::spawn(sleeper, Duration::from_millis(200)).unwrap();
+        vm.wait_exit(Duration::from_secs(10)).unwrap();
+        assert!(vm.transcript().contains("watchdog killed QEMU"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn command_output_without_newline_is_empty() {
+        assert_eq!(command_output("\r\nkeel> "), "");
+        assert_eq!(command_output("ps\r\n  ID\r\nkeel> "), "  ID\n");
+    }
+
+    #[test]
+    fn find_locates_patterns() {
+        assert_eq!(find(b"abc keel> ", b"keel> "), Some(4));
+        assert_eq!(find(b"kee", b"keel> "), None);
+    }
+}

@@ -1,0 +1,405 @@
+//! QEMU integration tests: boot the Keel image and check the shell's contract over the serial port.
+//!
+//! Run by `make test` after `keel image` (`cargo test -p keel-toolchain --test kernel`); the image
+//! is `$KEEL_ISO` or `target/keel/keel.iso`. Each test boots its own VM. Timeouts are hang guards
+//! for QEMU under TCG, not performance thresholds. A failing test prints the serial transcript.
+
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use keel_toolchain::vm::{BOOT_TIMEOUT, PROMPT, Vm};
+
+/// The task states `ps` may show.
+const TASK_STATES: [&str; 5] = ["running", "ready", "blocked", "sleeping", "exited"];
+/// The commands the shell contract names; `help` must list each of them.
+const SHELL_COMMANDS: [&str; 8] = [
+    "help", "ps", "mem", "uptime", "kill", "selftest", "bench", "shutdown",
+];
+const FAULT_KINDS: [&str; 4] = ["page", "div", "ud", "gp"];
+/// Hang guard for the heavier self-tests.
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Boots a VM to its prompt and runs `test` on it; a failure panics with the serial transcript.
+fn with_vm(test: impl FnOnce(&mut Vm, &str) -> Result<()>) {
+    let (mut vm, boot_log) = Vm::boot_to_prompt().unwrap_or_else(|error| panic!("{error:#}"));
+    if let Err(error) = test(&mut vm, &boot_log) {
+        panic!("{:#}", vm.with_transcript(error));
+    }
+}
+
+/// The lines of a command's output, without trailing whitespace.
+fn lines(output: &str) -> Vec<&str> {
+    output.lines().map(str::trim_end).collect()
+}
+
+/// The value of `key=<n>` in `line`.
+fn field(line: &str, key: &str) -> Result<u64> {
+    let prefix = format!("{key}=");
+    let word = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(&prefix))
+        .with_context(|| format!("no {key}= in {line:?}"))?;
+    word.parse()
+        .with_context(|| format!("{key}={word:?} in {line:?} is not a number"))
+}
+
+/// The line of `output` that starts with `prefix`.
+fn line_starting<'a>(output: &'a str, prefix: &str) -> Result<&'a str> {
+    lines(output)
+        .into_iter()
+        .find(|line| line.starts_with(prefix))
+        .with_context(|| format!("no line starting with {prefix:?} in {output:?}"))
+}
+
+/// Whether `line` looks like `[    0.012345] text`.
+fn is_boot_log_line(line: &str) -> bool {
+    let Some((stamp, text)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+        return false;
+    };
+    let Some((seconds, micros)) = stamp.trim_start().split_once('.') else {
+        return false;
+    };
+    stamp.len() >= 12
+        && !seconds.is_empty()
+        && seconds.bytes().all(|b| b.is_ascii_digit())
+        && micros.len() == 6
+        && micros.bytes().all(|b| b.is_ascii_digit())
+        && !text.is_empty()
+}
+
+/// Seconds from `uptime`'s `up <s.ssssss> s`.
+fn uptime(vm: &mut Vm) -> Result<f64> {
+    let output = vm.command("uptime")?;
+    let line = line_starting(&output, "up ")?;
+    let seconds = line
+        .strip_prefix("up ")
+        .and_then(|rest| rest.strip_suffix(" s"))
+        .with_context(|| format!("uptime line {line:?} is not `up <seconds> s`"))?;
+    ensure!(
+        seconds
+            .split_once('.')
+            .is_some_and(|(_, frac)| frac.len() == 6),
+        "uptime {seconds:?} does not have 6 decimals"
+    );
+    seconds
+        .parse()
+        .with_context(|| format!("uptime {seconds:?} is not a number"))
+}
+
+/// One row of `ps`.
+#[derive(Debug, PartialEq)]
+struct TaskRow {
+    id: u64,
+    state: String,
+    name: String,
+}
+
+/// Parses `{id:>4}  {state:<8}  {name}`.
+fn parse_task_row(line: &str) -> Result<TaskRow> {
+    let mut words = line.split_whitespace();
+    let (Some(id), Some(state)) = (words.next(), words.next()) else {
+        bail!("ps row {line:?} has no id and state");
+    };
+    let name_start = line
+        .find(state)
+        .map(|at| at + state.len())
+        .context("state not found")?;
+    let name = line[name_start..].trim();
+    let expected = format!("{id:>4}  {state:<8}  {name}");
+    ensure!(
+        line == expected,
+        "ps row {line:?} is not laid out as {expected:?}"
+    );
+    ensure!(TASK_STATES.contains(&state), "unknown task state {state:?}");
+    ensure!(!name.is_empty(), "ps row {line:?} has no name");
+    Ok(TaskRow {
+        id: id.parse().with_context(|| format!("task id {id:?}"))?,
+        state: state.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The tasks `ps` lists.
+fn ps(vm: &mut Vm) -> Result<Vec<TaskRow>> {
+    let output = vm.command("ps")?;
+    let mut rows = lines(&output).into_iter().skip_while(|l| l.is_empty());
+    let header = rows.next().context("ps printed nothing")?;
+    ensure!(header == "  ID  STATE     NAME", "ps header is {header:?}");
+    rows.filter(|line| !line.is_empty())
+        .map(parse_task_row)
+        .collect()
+}
+
+/// Sends raw bytes and a `\r`, and waits for the prompt to come back.
+fn send_and_expect_prompt(vm: &mut Vm, bytes: &[u8]) -> Result<()> {
+    let mut line = bytes.to_vec();
+    line.push(b'\r');
+    vm.send_bytes(&line)?;
+    vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
+    Ok(())
+}
+
+#[test]
+fn boots_to_the_prompt_with_a_timestamped_log() {
+    with_vm(|_, boot_log| {
+        let stamped = boot_log
+            .lines()
+            .map(|line| line.trim_end_matches('\r'))
+            .filter(|line| is_boot_log_line(line))
+            .count();
+        ensure!(stamped > 0, "no `[    0.012345] text` line in the boot log");
+        Ok(())
+    });
+}
+
+#[test]
+fn help_lists_the_commands() {
+    with_vm(|vm, _| {
+        let help = vm.command("help")?;
+        for command in SHELL_COMMANDS {
+            ensure!(
+                help.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                    .any(|word| word == command),
+                "help does not mention {command:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_command_is_reported() {
+    with_vm(|vm, _| {
+        let output = vm.command("frobnicate")?;
+        ensure!(
+            lines(&output).contains(&"unknown command: frobnicate (try 'help')"),
+            "unexpected output {output:?}"
+        );
+        uptime(vm)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn kill_rejects_bad_task_ids() {
+    with_vm(|vm, _| {
+        let output = vm.command("kill abc")?;
+        ensure!(
+            lines(&output).contains(&"kill: invalid task id 'abc'"),
+            "kill abc printed {output:?}"
+        );
+        let output = vm.command("kill 99999")?;
+        ensure!(
+            lines(&output).contains(&"kill: no task with id 99999"),
+            "kill 99999 printed {output:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn ps_lists_tasks_in_columns() {
+    with_vm(|vm, _| {
+        let tasks = ps(vm)?;
+        ensure!(!tasks.is_empty(), "ps lists no task");
+        ensure!(
+            tasks.iter().any(|task| task.state == "running"),
+            "no running task in {tasks:?} (the shell runs ps)"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn mem_reports_frames_and_heap() {
+    with_vm(|vm, _| {
+        let output = vm.command("mem")?;
+        let frames = line_starting(&output, "frames: ")?;
+        let (free, used, total) = (
+            field(frames, "free")?,
+            field(frames, "used")?,
+            field(frames, "total")?,
+        );
+        ensure!(total > 0, "no frames: {frames:?}");
+        ensure!(free + used == total, "free + used != total: {frames:?}");
+
+        let heap = line_starting(&output, "heap: ")?;
+        let (used, free, size) = (
+            field(heap, "used")?,
+            field(heap, "free")?,
+            field(heap, "size")?,
+        );
+        ensure!(size > 0, "empty heap: {heap:?}");
+        ensure!(used + free == size, "used + free != size: {heap:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn uptime_increases() {
+    with_vm(|vm, _| {
+        let first = uptime(vm)?;
+        thread::sleep(Duration::from_secs(1));
+        let second = uptime(vm)?;
+        ensure!(
+            second > first,
+            "uptime went from {first} to {second} over 1 s"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn selftest_spawns_and_joins_1000_tasks() {
+    with_vm(|vm, _| {
+        let output = vm.command_with_timeout("selftest tasks 1000", SELFTEST_TIMEOUT)?;
+        let line = line_starting(&output, "tasks: ")?;
+        ensure!(field(line, "spawned")? == 1000, "{line:?}");
+        ensure!(field(line, "joined")? == 1000, "{line:?}");
+        ensure!(
+            field(line, "sum")? == field(line, "expected")?,
+            "sum differs from expected: {line:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn selftest_unwind_frees_everything() {
+    with_vm(|vm, _| {
+        let output = vm.command_with_timeout("selftest unwind", SELFTEST_TIMEOUT)?;
+        let caught = line_starting(&output, "unwind: caught panic: ")?;
+        let message = caught.trim_start_matches("unwind: caught panic: ").trim();
+        ensure!(!message.is_empty(), "empty panic message: {caught:?}");
+        for resource in ["frames", "heap"] {
+            let line = line_starting(&output, &format!("unwind: {resource} before="))?;
+            let (before, after) = (field(line, "before")?, field(line, "after")?);
+            ensure!(before == after, "{resource} leaked: {line:?}");
+        }
+        ensure!(
+            lines(&output).contains(&"unwind: lock free=yes"),
+            "the lock was not released: {output:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn faults_kill_only_the_faulting_task() {
+    with_vm(|vm, _| {
+        for kind in FAULT_KINDS {
+            let output =
+                vm.command_with_timeout(&format!("selftest fault {kind}"), SELFTEST_TIMEOUT)?;
+            let output_lines = lines(&output);
+            let killed = output_lines
+                .iter()
+                .position(|line| line.contains("killed by"))
+                .ok_or_else(|| anyhow!("fault {kind}: no `killed by` report in {output:?}"))?;
+            let ended = output_lines
+                .iter()
+                .position(|line| line.starts_with("fault: task ended: "))
+                .ok_or_else(|| anyhow!("fault {kind}: no `fault: task ended:` in {output:?}"))?;
+            ensure!(
+                killed < ended,
+                "fault {kind}: report after `task ended` in {output:?}"
+            );
+            let report = output_lines[ended].trim_start_matches("fault: task ended: ");
+            ensure!(!report.trim().is_empty(), "fault {kind}: empty report");
+            uptime(vm).with_context(|| format!("uptime after fault {kind}"))?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn busy_task_is_preempted_and_killable() {
+    with_vm(|vm, _| {
+        let output = vm.command("selftest busy")?;
+        let line = line_starting(&output, "busy: spawned task ")?;
+        let id: u64 = line
+            .trim_start_matches("busy: spawned task ")
+            .trim()
+            .parse()
+            .with_context(|| format!("no task id in {line:?}"))?;
+
+        let tasks = ps(vm)?;
+        ensure!(
+            tasks.iter().any(|t| t.id == id && t.name == "busy-loop"),
+            "ps does not list task {id} as busy-loop: {tasks:?}"
+        );
+        for _ in 0..3 {
+            uptime(vm).context("uptime while busy-loop runs")?;
+        }
+
+        let output = vm.command(&format!("kill {id}"))?;
+        let expected = format!("killed task {id} (busy-loop)");
+        ensure!(
+            lines(&output).contains(&expected.as_str()),
+            "kill {id} printed {output:?}"
+        );
+        let tasks = ps(vm)?;
+        ensure!(
+            !tasks.iter().any(|t| t.id == id),
+            "task {id} still listed after kill: {tasks:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_input_keeps_the_shell_alive() {
+    with_vm(|vm, _| {
+        let long_line = "x".repeat(300);
+        send_and_expect_prompt(vm, long_line.as_bytes()).context("300-character line")?;
+        uptime(vm)?;
+        send_and_expect_prompt(vm, b"\x1b[5~\x01\x02").context("control bytes")?;
+        uptime(vm)?;
+        send_and_expect_prompt(vm, b"").context("empty line")?;
+        uptime(vm)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn shutdown_exits_qemu() {
+    with_vm(|vm, _| {
+        vm.send_line("shutdown")?;
+        vm.wait_exit(Duration::from_secs(20))?;
+        Ok(())
+    });
+}
+
+mod parsing {
+    use super::*;
+
+    #[test]
+    fn recognises_boot_log_lines() {
+        assert!(is_boot_log_line("[    0.012345] text"));
+        assert!(is_boot_log_line("[12345.000001] more text"));
+        assert!(!is_boot_log_line("[    0.01234] text"));
+        assert!(!is_boot_log_line("[    0.012345]"));
+        assert!(!is_boot_log_line("keel> "));
+    }
+
+    #[test]
+    fn parses_ps_rows() {
+        assert_eq!(
+            parse_task_row("  12  sleeping  busy-loop").unwrap(),
+            TaskRow {
+                id: 12,
+                state: "sleeping".into(),
+                name: "busy-loop".into()
+            }
+        );
+        assert!(parse_task_row("12 running shell").is_err());
+        assert!(parse_task_row("   1  zombie    shell").is_err());
+    }
+
+    #[test]
+    fn reads_fields() {
+        assert_eq!(field("frames: free=10 used=2 total=12", "used").unwrap(), 2);
+        assert!(field("frames: free=x", "free").is_err());
+        assert!(field("frames:", "free").is_err());
+    }
+}
