@@ -2,9 +2,9 @@
 //! median of per-iteration TSC samples. Benchmarks, not tests: nothing here passes or fails.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
-use alloc::sync::Arc;
 use keel_arch::cpu::read_tsc;
 use keel_console::println;
 use keel_memory::MapFlags;
@@ -16,7 +16,10 @@ fn report(name: &str, mut samples: Vec<u64>) {
     samples.sort_unstable();
     let median = samples.get(samples.len() / 2).copied().unwrap_or(0);
     let ns = keel_time::tsc_to_ns(median);
-    println!("BENCH {{\"name\":\"{name}\",\"median_ns\":{ns:.1},\"iterations\":{}}}", samples.len());
+    println!(
+        "BENCH {{\"name\":\"{name}\",\"median_ns\":{ns:.1},\"iterations\":{}}}",
+        samples.len()
+    );
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -86,8 +89,12 @@ fn channel_round_trip() -> Result<(), String> {
     let mut samples = Vec::with_capacity(ITERATIONS);
     for i in 0..ITERATIONS as u64 {
         let start = read_tsc();
-        to_echo.send(i).map_err(|_| String::from("echo task gone"))?;
-        from_echo.recv().map_err(|_| String::from("echo task gone"))?;
+        to_echo
+            .send(i)
+            .map_err(|_| String::from("echo task gone"))?;
+        from_echo
+            .recv()
+            .map_err(|_| String::from("echo task gone"))?;
         samples.push(read_tsc() - start);
     }
     drop(to_echo);

@@ -43,13 +43,22 @@ mod symbols {
         (&raw const __kernel_start) as u64
     }
     pub fn text() -> (u64, u64) {
-        ((&raw const __text_start) as u64, (&raw const __text_end) as u64)
+        (
+            (&raw const __text_start) as u64,
+            (&raw const __text_end) as u64,
+        )
     }
     pub fn rodata() -> (u64, u64) {
-        ((&raw const __rodata_start) as u64, (&raw const __rodata_end) as u64)
+        (
+            (&raw const __rodata_start) as u64,
+            (&raw const __rodata_end) as u64,
+        )
     }
     pub fn data() -> (u64, u64) {
-        ((&raw const __data_start) as u64, (&raw const __kernel_end) as u64)
+        (
+            (&raw const __data_start) as u64,
+            (&raw const __kernel_end) as u64,
+        )
     }
     pub fn boot_stack() -> core::ops::Range<u64> {
         (&raw const boot_stack_bottom) as u64..(&raw const boot_stack_top) as u64
@@ -120,7 +129,11 @@ pub fn start(magic: u32, info_address: u32) -> ! {
         fail("the CPU lacks SSE2, FXSR or a local APIC");
     }
     let mut model = [0u8; 48];
-    log!("cpu: {}, TSC {} MHz", keel_arch::cpu::model_name(&mut model), keel_time::tsc_hz() / 1_000_000);
+    log!(
+        "cpu: {}, TSC {} MHz",
+        keel_arch::cpu::model_name(&mut model),
+        keel_time::tsc_hz() / 1_000_000
+    );
 
     // Identity-mapped by the boot page tables until our own are live.
     let info = load_boot_information(info_address as u64)
@@ -146,7 +159,10 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     drop(copy);
     keel_task::init(symbols::boot_stack());
     let boot_ms = keel_time::now_ns() / 1_000_000;
-    FACTS.call_once(|| BootFacts { command_line, boot_ms });
+    FACTS.call_once(|| BootFacts {
+        command_line,
+        boot_ms,
+    });
 
     let shell = keel_task::Builder::new("shell")
         .critical()
@@ -167,9 +183,15 @@ pub fn start(magic: u32, info_address: u32) -> ! {
 }
 
 fn init_memory(info: &BootInformation, info_address: u64) {
-    let Some(map) = info.memory_map_tag() else { fail("no memory map from the boot loader") };
+    let Some(map) = info.memory_map_tag() else {
+        fail("no memory map from the boot loader")
+    };
     let mut usable = alloc_free_vec();
-    for area in map.memory_areas().iter().filter(|a| a.typ() == MemoryAreaType::Available) {
+    for area in map
+        .memory_areas()
+        .iter()
+        .filter(|a| a.typ() == MemoryAreaType::Available)
+    {
         usable.push((area.start_address(), area.size()));
     }
     let kernel = (symbols::kernel_start(), symbols::data().1);
@@ -185,9 +207,21 @@ fn init_memory(info: &BootInformation, info_address: u64) {
         fail_with("frame allocator", e);
     }
     let sections = [
-        KernelSection { start: kernel.0, end: symbols::text().1, flags: MapFlags::ReadExecute },
-        KernelSection { start: symbols::rodata().0, end: symbols::rodata().1, flags: MapFlags::RODATA },
-        KernelSection { start: symbols::data().0, end: symbols::data().1, flags: MapFlags::DATA },
+        KernelSection {
+            start: kernel.0,
+            end: symbols::text().1,
+            flags: MapFlags::ReadExecute,
+        },
+        KernelSection {
+            start: symbols::rodata().0,
+            end: symbols::rodata().1,
+            flags: MapFlags::RODATA,
+        },
+        KernelSection {
+            start: symbols::data().0,
+            end: symbols::data().1,
+            flags: MapFlags::DATA,
+        },
     ];
     // SAFETY-relevant contract: the sections come from the linker script and cover the running
     // image, including the boot stack (in .bss).
@@ -199,7 +233,11 @@ fn init_memory(info: &BootInformation, info_address: u64) {
     }
     keel_unwind::init(symbols::unwind_sections());
     let stats = keel_memory::frame_stats();
-    log!("memory: {} frames free of {} usable", stats.free, stats.total);
+    log!(
+        "memory: {} frames free of {} usable",
+        stats.free,
+        stats.total
+    );
 }
 
 /// A small fixed list for boot, before the heap exists.
@@ -214,7 +252,10 @@ mod heapless_list {
     }
     impl Default for List {
         fn default() -> Self {
-            Self { items: [(0, 0); 64], len: 0 }
+            Self {
+                items: [(0, 0); 64],
+                len: 0,
+            }
         }
     }
     impl List {
@@ -257,10 +298,17 @@ fn init_interrupt_controllers() {
     }
     let ioapic = map_device(IOAPIC_DEFAULT, 4096).unwrap_or_else(|e| fail_with("IOAPIC", e));
     match keel_arch::ioapic::init(ioapic, 0) {
-        Ok(lines) => log!("interrupts: local APIC {}, IOAPIC with {} lines", keel_arch::apic::id(), lines),
+        Ok(lines) => log!(
+            "interrupts: local APIC {}, IOAPIC with {} lines",
+            keel_arch::apic::id(),
+            lines
+        ),
         Err(e) => fail_with("IOAPIC", e),
     }
-    keel_arch::interrupts::set_irq_handler(keel_arch::serial::COM1_IRQ, keel_shell::on_serial_interrupt);
+    keel_arch::interrupts::set_irq_handler(
+        keel_arch::serial::COM1_IRQ,
+        keel_shell::on_serial_interrupt,
+    );
     if let Err(e) = keel_arch::ioapic::route(
         keel_arch::serial::COM1_IRQ as u32,
         Trigger::Edge,
@@ -272,7 +320,11 @@ fn init_interrupt_controllers() {
     let ticks_per_10ms = keel_arch::apic::measure_timer_ticks(10_000);
     let per_tick = ticks_per_10ms * 100 / keel_task::TICK_HZ;
     keel_arch::apic::start_periodic_timer(per_tick as u32);
-    log!("timer: {} Hz ({} APIC ticks each)", keel_task::TICK_HZ, per_tick);
+    log!(
+        "timer: {} Hz ({} APIC ticks each)",
+        keel_task::TICK_HZ,
+        per_tick
+    );
 }
 
 /// Powers off: ACPI soft-off through the chipset's PM1a control block (ICH9 on q35, PIIX4 on

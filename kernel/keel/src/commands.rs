@@ -6,28 +6,60 @@ use keel_console::println;
 use keel_shell::Command;
 
 pub static COMMANDS: &[Command] = &[
-    Command { name: "mem", usage: "mem - physical frames and heap use", run: mem },
-    Command { name: "shutdown", usage: "shutdown - power the machine off", run: shutdown },
-    Command { name: "reboot", usage: "reboot - reset the machine", run: reboot },
+    Command {
+        name: "mem",
+        usage: "mem - physical frames and heap use",
+        run: mem,
+    },
+    Command {
+        name: "shutdown",
+        usage: "shutdown - power the machine off",
+        run: shutdown,
+    },
+    Command {
+        name: "reboot",
+        usage: "reboot - reset the machine",
+        run: reboot,
+    },
     Command {
         name: "selftest",
         usage: "selftest tasks <n> | unwind | fault <page|div|ud|gp> | busy",
         run: selftest::run,
     },
-    Command { name: "bench", usage: "bench - in-kernel microbenchmarks", run: bench::run },
-    Command { name: "uname", usage: "uname - kernel name, version and boot facts", run: uname },
+    Command {
+        name: "bench",
+        usage: "bench - in-kernel microbenchmarks",
+        run: bench::run,
+    },
+    Command {
+        name: "uname",
+        usage: "uname - kernel name, version and boot facts",
+        run: uname,
+    },
 ];
 
 fn no_args(args: &[String]) -> Result<(), String> {
-    if args.is_empty() { Ok(()) } else { Err(String::from("takes no arguments")) }
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(String::from("takes no arguments"))
+    }
 }
 
 fn mem(args: &[String]) -> Result<(), String> {
     no_args(args)?;
     let frames = keel_memory::frame_stats();
     let heap = HEAP.stats();
-    println!("frames: free={} used={} total={}", frames.free, frames.used(), frames.total);
-    println!("heap: used={} free={} size={}", heap.used, heap.free, heap.size);
+    println!(
+        "frames: free={} used={} total={}",
+        frames.free,
+        frames.used(),
+        frames.total
+    );
+    println!(
+        "heap: used={} free={} size={}",
+        heap.used, heap.free, heap.size
+    );
     if frames.leaked > 0 {
         println!("frames leaked (allocator list full): {}", frames.leaked);
     }

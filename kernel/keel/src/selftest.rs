@@ -25,7 +25,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ["unwind"] => unwind(),
         ["fault", kind] => fault(kind),
         ["busy"] => busy(),
-        _ => Err(String::from("usage: selftest tasks <n> | unwind | fault <page|div|ud|gp> | busy")),
+        _ => Err(String::from(
+            "usage: selftest tasks <n> | unwind | fault <page|div|ud|gp> | busy",
+        )),
     }
 }
 

@@ -74,7 +74,12 @@ pub fn measure_timer_ticks(micros: u64) -> u64 {
                 apic.write(TIMER_INITIAL, start);
             }
         },
-        || LAPIC.lock().as_ref().map_or(start, |a| a.read(TIMER_CURRENT)),
+        || {
+            LAPIC
+                .lock()
+                .as_ref()
+                .map_or(start, |a| a.read(TIMER_CURRENT))
+        },
     );
     (start - remaining) as u64
 }

@@ -151,4 +151,7 @@ mod boot_memory {
     static mut boot_stack_bottom: BootMemory<{ 128 * 1024 }> = BootMemory([0; 128 * 1024]);
 }
 
-core::arch::global_asm!(".global boot_stack_top", ".set boot_stack_top, boot_stack_bottom + 128 * 1024");
+core::arch::global_asm!(
+    ".global boot_stack_top",
+    ".set boot_stack_top, boot_stack_bottom + 128 * 1024"
+);

@@ -59,7 +59,15 @@ pub fn prepare_stack(stack: &mut [u64], entry: extern "C" fn(u64) -> !, arg: u64
         return None;
     }
     // Pushed by `switch_stacks`, lowest address first: r15, r14, r13, r12, rbx, rbp, return.
-    let frame = [0, 0, entry as *const () as u64, arg, 0, 0, keel_task_trampoline as *const () as u64];
+    let frame = [
+        0,
+        0,
+        entry as *const () as u64,
+        arg,
+        0,
+        0,
+        keel_task_trampoline as *const () as u64,
+    ];
     let base = top_index - frame.len();
     stack[base..top_index].copy_from_slice(&frame);
     Some(top_addr - 8 * frame.len() as u64)
@@ -101,7 +109,10 @@ pub struct SavedContext {
 
 impl SavedContext {
     pub fn new(rsp: u64) -> Self {
-        Self { fx: crate::cpu::FxState::default(), rsp }
+        Self {
+            fx: crate::cpu::FxState::default(),
+            rsp,
+        }
     }
 }
 

@@ -94,7 +94,11 @@ impl fmt::Display for Fault {
                 } else {
                     "read"
                 };
-                let why = if present { "protection violation" } else { "not present" };
+                let why = if present {
+                    "protection violation"
+                } else {
+                    "not present"
+                };
                 write!(f, " ({access}, {why})")?;
             }
         }
@@ -170,7 +174,9 @@ pub fn set_irq_handler(irq: u8, handler: IrqHandler) -> bool {
     }
 }
 pub fn irq_count(irq: u8) -> u32 {
-    IRQ_COUNTS.get(irq as usize).map_or(0, |c| c.load(Ordering::Relaxed))
+    IRQ_COUNTS
+        .get(irq as usize)
+        .map_or(0, |c| c.load(Ordering::Relaxed))
 }
 /// True while an interrupt handler (not a task) is running on this core.
 pub fn in_interrupt() -> bool {
@@ -191,7 +197,10 @@ impl Drop for Depth {
 }
 
 fn report_and_halt(fault: &Fault, why: &str) -> ! {
-    let _ = write!(EmergencyWriter, "\r\nKEEL FATAL: {why}: {fault}\r\nsystem halted.\r\n");
+    let _ = write!(
+        EmergencyWriter,
+        "\r\nKEEL FATAL: {why}: {fault}\r\nsystem halted.\r\n"
+    );
     crate::cpu::halt_forever()
 }
 
@@ -256,11 +265,19 @@ extern "x86-interrupt" fn page_fault(mut frame: InterruptStackFrame, code: PageF
 }
 
 extern "x86-interrupt" fn breakpoint(frame: InterruptStackFrame) {
-    let _ = write!(EmergencyWriter, "breakpoint at {:#x}\r\n", frame.instruction_pointer.as_u64());
+    let _ = write!(
+        EmergencyWriter,
+        "breakpoint at {:#x}\r\n",
+        frame.instruction_pointer.as_u64()
+    );
 }
 
 extern "x86-interrupt" fn nmi(frame: InterruptStackFrame) {
-    let _ = write!(EmergencyWriter, "NMI at {:#x}\r\n", frame.instruction_pointer.as_u64());
+    let _ = write!(
+        EmergencyWriter,
+        "NMI at {:#x}\r\n",
+        frame.instruction_pointer.as_u64()
+    );
 }
 
 fn unrecoverable(frame: &InterruptStackFrame, kind: FaultKind, vector: u8, code: Option<u64>) -> ! {
@@ -273,7 +290,10 @@ fn unrecoverable(frame: &InterruptStackFrame, kind: FaultKind, vector: u8, code:
         rsp: frame.stack_pointer.as_u64(),
         in_interrupt: in_interrupt(),
     };
-    report_and_halt(&fault, "unrecoverable exception (a kernel stack overflow causes a double fault)")
+    report_and_halt(
+        &fault,
+        "unrecoverable exception (a kernel stack overflow causes a double fault)",
+    )
 }
 
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {
@@ -324,25 +344,32 @@ pub fn init() {
         idt.debug.set_handler_fn(debug);
         // SAFETY: the IST indices name stacks set up in `gdt::init`.
         unsafe {
-            idt.non_maskable_interrupt.set_handler_fn(nmi).set_stack_index(gdt::NMI_IST);
-            idt.double_fault.set_handler_fn(double_fault).set_stack_index(gdt::DOUBLE_FAULT_IST);
+            idt.non_maskable_interrupt
+                .set_handler_fn(nmi)
+                .set_stack_index(gdt::NMI_IST);
+            idt.double_fault
+                .set_handler_fn(double_fault)
+                .set_stack_index(gdt::DOUBLE_FAULT_IST);
         }
         idt.breakpoint.set_handler_fn(breakpoint);
         idt.overflow.set_handler_fn(overflow);
         idt.bound_range_exceeded.set_handler_fn(bound_range);
         idt.invalid_opcode.set_handler_fn(invalid_opcode);
-        idt.device_not_available.set_handler_fn(device_not_available);
+        idt.device_not_available
+            .set_handler_fn(device_not_available);
         idt.invalid_tss.set_handler_fn(invalid_tss);
         idt.segment_not_present.set_handler_fn(segment_not_present);
         idt.stack_segment_fault.set_handler_fn(stack_segment);
-        idt.general_protection_fault.set_handler_fn(general_protection);
+        idt.general_protection_fault
+            .set_handler_fn(general_protection);
         idt.page_fault.set_handler_fn(page_fault);
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
         idt.machine_check.set_handler_fn(machine_check);
         idt.simd_floating_point.set_handler_fn(simd_floating_point);
         idt.virtualization.set_handler_fn(virtualization);
-        idt.cp_protection_exception.set_handler_fn(control_protection);
+        idt.cp_protection_exception
+            .set_handler_fn(control_protection);
         idt[apic::TIMER_VECTOR].set_handler_fn(timer);
         set_irqs!(idt, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
         idt[apic::ERROR_VECTOR].set_handler_fn(apic_error);

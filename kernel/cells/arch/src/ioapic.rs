@@ -50,7 +50,11 @@ pub enum RouteError {
 
 /// Takes ownership of the IOAPIC's registers and masks every line.
 pub fn init(registers: MappedPages, gsi_base: u32) -> Result<u32, MemoryError> {
-    let mut ioapic = IoApic { registers, gsi_base, entries: 0 };
+    let mut ioapic = IoApic {
+        registers,
+        gsi_base,
+        entries: 0,
+    };
     ioapic.entries = ((ioapic.read(VERSION) >> 16) & 0xFF) + 1;
     for i in 0..ioapic.entries {
         ioapic.write(0x10 + 2 * i, 1 << 16);
@@ -70,7 +74,9 @@ pub fn route(
 ) -> Result<u8, RouteError> {
     let mut guard = IOAPIC.lock();
     let ioapic = guard.as_mut().ok_or(RouteError::NoIoApic)?;
-    let index = gsi.checked_sub(ioapic.gsi_base).ok_or(RouteError::GsiOutOfRange)?;
+    let index = gsi
+        .checked_sub(ioapic.gsi_base)
+        .ok_or(RouteError::GsiOutOfRange)?;
     if index >= ioapic.entries || gsi >= MAX_IRQS as u32 {
         return Err(RouteError::GsiOutOfRange);
     }

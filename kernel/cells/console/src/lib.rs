@@ -44,7 +44,12 @@ pub fn print_fmt(args: fmt::Arguments) {
 pub fn log_fmt(args: fmt::Arguments) {
     let ns = CLOCK.get().map_or(0, |clock| clock());
     let _guard = OUTPUT.lock();
-    let _ = write!(Serial, "[{:5}.{:06}] ", ns / 1_000_000_000, (ns / 1_000) % 1_000_000);
+    let _ = write!(
+        Serial,
+        "[{:5}.{:06}] ",
+        ns / 1_000_000_000,
+        (ns / 1_000) % 1_000_000
+    );
     let _ = Serial.write_fmt(args);
     let _ = Serial.write_str("\n");
 }
@@ -90,8 +95,11 @@ struct InputRing {
     len: usize,
 }
 
-static INPUT: IrqSafeMutex<InputRing> =
-    IrqSafeMutex::new(InputRing { bytes: [0; INPUT_CAPACITY], head: 0, len: 0 });
+static INPUT: IrqSafeMutex<InputRing> = IrqSafeMutex::new(InputRing {
+    bytes: [0; INPUT_CAPACITY],
+    head: 0,
+    len: 0,
+});
 static DROPPED_INPUT: AtomicUsize = AtomicUsize::new(0);
 
 /// Moves received bytes from the UART into the input buffer (called from the serial IRQ, and

@@ -42,32 +42,51 @@ impl Default for KernelHeap {
 
 impl KernelHeap {
     pub const fn new() -> Self {
-        Self { state: IrqSafeMutex::new(None) }
+        Self {
+            state: IrqSafeMutex::new(None),
+        }
     }
 
     /// Reserves the heap's address space and maps its first `initial_bytes`.
     pub fn init(&self, initial_bytes: usize) -> Result<(), MemoryError> {
         let mut reservation = keel_memory::allocate_pages(HEAP_RESERVATION_PAGES)?;
-        let initial_pages = (initial_bytes as u64).div_ceil(PAGE_SIZE).max(MIN_GROWTH_PAGES);
+        let initial_pages = (initial_bytes as u64)
+            .div_ceil(PAGE_SIZE)
+            .max(MIN_GROWTH_PAGES);
         let first = reservation.split_front(initial_pages)?;
         let frames = keel_memory::allocate_frames(initial_pages)?;
         let mapping = keel_memory::map(first, frames, MapFlags::DATA)?;
         let mut heap = Heap::empty();
         // SAFETY: the mapping is writable, unused, and kept alive in `segments` forever.
         unsafe {
-            heap.init(mapping.start_address().as_mut_ptr(), mapping.size_in_bytes() as usize)
+            heap.init(
+                mapping.start_address().as_mut_ptr(),
+                mapping.size_in_bytes() as usize,
+            )
         };
         let mut segments = [const { None }; MAX_SEGMENTS];
         segments[0] = Some(mapping);
-        *self.state.lock() =
-            Some(State { heap, unbacked: Some(reservation), segments, segment_count: 1 });
+        *self.state.lock() = Some(State {
+            heap,
+            unbacked: Some(reservation),
+            segments,
+            segment_count: 1,
+        });
         Ok(())
     }
 
     pub fn stats(&self) -> HeapStats {
         match self.state.lock().as_ref() {
-            Some(s) => HeapStats { used: s.heap.used(), free: s.heap.free(), size: s.heap.size() },
-            None => HeapStats { used: 0, free: 0, size: 0 },
+            Some(s) => HeapStats {
+                used: s.heap.used(),
+                free: s.heap.free(),
+                size: s.heap.size(),
+            },
+            None => HeapStats {
+                used: 0,
+                free: 0,
+                size: 0,
+            },
         }
     }
 }
@@ -102,7 +121,9 @@ impl State {
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut guard = self.state.lock();
-        let Some(state) = guard.as_mut() else { return core::ptr::null_mut() };
+        let Some(state) = guard.as_mut() else {
+            return core::ptr::null_mut();
+        };
         if let Ok(ptr) = state.heap.allocate_first_fit(layout) {
             return ptr.as_ptr();
         }
@@ -111,7 +132,10 @@ unsafe impl GlobalAlloc for KernelHeap {
         if state.grow(wanted).is_err() {
             return core::ptr::null_mut();
         }
-        state.heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        state
+            .heap
+            .allocate_first_fit(layout)
+            .map_or(core::ptr::null_mut(), |p| p.as_ptr())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

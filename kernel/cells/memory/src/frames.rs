@@ -86,7 +86,10 @@ pub fn init_frames(
     reserved: impl Iterator<Item = (u64, u64)>,
 ) -> Result<(), MemoryError> {
     let mut pools = POOLS.lock();
-    pools.device.free(UnitRange::new(0, MAX_FRAME)).map_err(MemoryError::from_frames)?;
+    pools
+        .device
+        .free(UnitRange::new(0, MAX_FRAME))
+        .map_err(MemoryError::from_frames)?;
     for (start, len) in usable {
         let first = start.div_ceil(PAGE_SIZE);
         let end = (start + len) / PAGE_SIZE;
@@ -94,13 +97,19 @@ pub fn init_frames(
             continue;
         }
         let range = UnitRange::new(first, end - first);
-        pools.device.reserve(range).map_err(MemoryError::from_frames)?;
+        pools
+            .device
+            .reserve(range)
+            .map_err(MemoryError::from_frames)?;
         pools.ram.free(range).map_err(MemoryError::from_frames)?;
     }
     for (start, len) in reserved {
         let first = start / PAGE_SIZE;
         let end = (start + len).div_ceil(PAGE_SIZE);
-        pools.ram.reserve(UnitRange::new(first, end - first)).map_err(MemoryError::from_frames)?;
+        pools
+            .ram
+            .reserve(UnitRange::new(first, end - first))
+            .map_err(MemoryError::from_frames)?;
     }
     pools.total_ram = pools.ram.free_units();
     Ok(())
@@ -118,7 +127,10 @@ pub fn allocate_frames_below(count: u64, limit: u64) -> Result<AllocatedFrames, 
         .ram
         .allocate_within(count, 1, 0, limit / PAGE_SIZE)
         .map_err(MemoryError::from_frames)?;
-    Ok(AllocatedFrames { range, pool: Pool::Ram })
+    Ok(AllocatedFrames {
+        range,
+        pool: Pool::Ram,
+    })
 }
 
 /// Claims a range of device (non-RAM) physical space, such as an MMIO region, for exclusive use.
@@ -129,8 +141,15 @@ pub fn claim_device_frames(start: PhysAddr, size: u64) -> Result<AllocatedFrames
     let first = start.as_u64() / PAGE_SIZE;
     let end = (start.as_u64() + size).div_ceil(PAGE_SIZE);
     let range = UnitRange::new(first, end - first);
-    POOLS.lock().device.allocate_at(range).map_err(MemoryError::from_frames)?;
-    Ok(AllocatedFrames { range, pool: Pool::Device })
+    POOLS
+        .lock()
+        .device
+        .allocate_at(range)
+        .map_err(MemoryError::from_frames)?;
+    Ok(AllocatedFrames {
+        range,
+        pool: Pool::Device,
+    })
 }
 
 pub fn frame_stats() -> FrameStats {

@@ -41,7 +41,11 @@ pub struct MappedPages {
 
 impl MappedPages {
     pub(crate) fn new(pages: AllocatedPages, frames: AllocatedFrames, flags: MapFlags) -> Self {
-        Self { pages, frames: Some(frames), flags }
+        Self {
+            pages,
+            frames: Some(frames),
+            flags,
+        }
     }
 
     pub fn start_address(&self) -> VirtAddr {
@@ -131,7 +135,9 @@ impl MappedPages {
         offset: usize,
         len: usize,
     ) -> Result<&[T], MemoryError> {
-        let size = len.checked_mul(size_of::<T>()).ok_or(MemoryError::OutOfBounds)?;
+        let size = len
+            .checked_mul(size_of::<T>())
+            .ok_or(MemoryError::OutOfBounds)?;
         self.check(offset, size, align_of::<T>())?;
         <[T]>::ref_from_bytes_with_elems(&self.bytes()[offset..offset + size], len)
             .map_err(|_| MemoryError::Misaligned)
@@ -143,7 +149,9 @@ impl MappedPages {
         offset: usize,
         len: usize,
     ) -> Result<&mut [T], MemoryError> {
-        let size = len.checked_mul(size_of::<T>()).ok_or(MemoryError::OutOfBounds)?;
+        let size = len
+            .checked_mul(size_of::<T>())
+            .ok_or(MemoryError::OutOfBounds)?;
         self.check(offset, size, align_of::<T>())?;
         <[T]>::mut_from_bytes_with_elems(&mut self.bytes_mut()?[offset..offset + size], len)
             .map_err(|_| MemoryError::Misaligned)

@@ -83,7 +83,9 @@ pub unsafe fn init_kernel_address_space(
     sections: &[KernelSection],
     ram: impl Iterator<Item = (u64, u64)> + Clone,
 ) -> Result<(), MemoryError> {
-    let pml4_frame = TableFrames.allocate_frame().ok_or(MemoryError::OutOfFrames)?;
+    let pml4_frame = TableFrames
+        .allocate_frame()
+        .ok_or(MemoryError::OutOfFrames)?;
     let pml4_ptr = phys_to_virt(pml4_frame.start_address()).as_mut_ptr::<PageTable>();
     // SAFETY: a fresh zeroed frame that nothing else references.
     let pml4 = unsafe { &mut *pml4_ptr };
@@ -97,9 +99,11 @@ pub unsafe fn init_kernel_address_space(
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
             let frame = PhysFrame::containing_address(PhysAddr::new(addr));
             // SAFETY: identity mapping of the kernel image with its intended permissions.
-            unsafe { table.map_to_with_table_flags(page, frame, flags, TABLE_FLAGS, &mut TableFrames) }
-                .map_err(map_error)?
-                .ignore();
+            unsafe {
+                table.map_to_with_table_flags(page, frame, flags, TABLE_FLAGS, &mut TableFrames)
+            }
+            .map_err(map_error)?
+            .ignore();
             addr += PAGE_SIZE;
         }
     }
@@ -125,7 +129,13 @@ pub unsafe fn init_kernel_address_space(
                 let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(addr));
                 // SAFETY: the direct map: RAM aliased read-write, no-execute, in its own range.
                 unsafe {
-                    table.map_to_with_table_flags(page, frame, direct, TABLE_FLAGS, &mut TableFrames)
+                    table.map_to_with_table_flags(
+                        page,
+                        frame,
+                        direct,
+                        TABLE_FLAGS,
+                        &mut TableFrames,
+                    )
                 }
                 .map_err(map_error)?
                 .ignore();
@@ -135,7 +145,13 @@ pub unsafe fn init_kernel_address_space(
                 let frame = PhysFrame::containing_address(PhysAddr::new(addr));
                 // SAFETY: as above.
                 unsafe {
-                    table.map_to_with_table_flags(page, frame, direct, TABLE_FLAGS, &mut TableFrames)
+                    table.map_to_with_table_flags(
+                        page,
+                        frame,
+                        direct,
+                        TABLE_FLAGS,
+                        &mut TableFrames,
+                    )
                 }
                 .map_err(map_error)?
                 .ignore();
@@ -173,8 +189,9 @@ pub fn map(
             let frame = PhysFrame::containing_address(frames.start_address() + i * PAGE_SIZE);
             // SAFETY: `pages` and `frames` are uniquely owned and become owned by the returned
             // `MappedPages`, which unmaps them before either is freed.
-            let result =
-                unsafe { table.map_to_with_table_flags(page, frame, pte, TABLE_FLAGS, &mut TableFrames) };
+            let result = unsafe {
+                table.map_to_with_table_flags(page, frame, pte, TABLE_FLAGS, &mut TableFrames)
+            };
             match result {
                 Ok(flush) => flush.flush(),
                 Err(e) => {
@@ -230,5 +247,7 @@ pub(crate) fn update_flags(pages: &AllocatedPages, flags: MapFlags) -> Result<()
 
 /// The physical address a kernel virtual address is mapped to, if any.
 pub fn translate(addr: VirtAddr) -> Option<PhysAddr> {
-    with_table(|table| table.translate_addr(addr)).ok().flatten()
+    with_table(|table| table.translate_addr(addr))
+        .ok()
+        .flatten()
 }

@@ -72,7 +72,11 @@ impl<const N: usize> Default for RangeAllocator<N> {
 
 impl<const N: usize> RangeAllocator<N> {
     pub const fn new() -> Self {
-        Self { free: [UnitRange::new(0, 0); N], len: 0, free_units: 0 }
+        Self {
+            free: [UnitRange::new(0, 0); N],
+            len: 0,
+            free_units: 0,
+        }
     }
 
     /// Number of free units.
@@ -135,8 +139,12 @@ impl<const N: usize> RangeAllocator<N> {
         for i in 0..self.len {
             let r = self.free[i];
             let from = r.start.max(low);
-            let Some(start) = from.checked_next_multiple_of(align) else { continue };
-            let Some(end) = start.checked_add(count) else { continue };
+            let Some(start) = from.checked_next_multiple_of(align) else {
+                continue;
+            };
+            let Some(end) = start.checked_add(count) else {
+                continue;
+            };
             if end <= r.end() && end <= high {
                 let got = UnitRange::new(start, count);
                 self.take(i, got)?;
@@ -243,7 +251,10 @@ mod tests {
         assert_eq!(a.allocate(4, 1).unwrap(), UnitRange::new(3, 4));
         assert_eq!(a.allocate(4, 16).unwrap(), UnitRange::new(16, 4));
         assert_eq!(a.free_units(), 92);
-        assert_eq!(a.free_ranges(), &[UnitRange::new(7, 9), UnitRange::new(20, 83)]);
+        assert_eq!(
+            a.free_ranges(),
+            &[UnitRange::new(7, 9), UnitRange::new(20, 83)]
+        );
     }
 
     #[test]
@@ -252,7 +263,10 @@ mod tests {
         assert_eq!(a.allocate(9, 1), Err(RangeError::Exhausted));
         assert_eq!(a.allocate(0, 1), Err(RangeError::InvalidRequest));
         assert_eq!(a.allocate(1, 3), Err(RangeError::InvalidRequest));
-        assert_eq!(a.free(UnitRange::new(u64::MAX, 2)), Err(RangeError::InvalidRequest));
+        assert_eq!(
+            a.free(UnitRange::new(u64::MAX, 2)),
+            Err(RangeError::InvalidRequest)
+        );
     }
 
     #[test]
@@ -268,9 +282,15 @@ mod tests {
     #[test]
     fn allocate_at_needs_every_unit_free() {
         let mut a = alloc_with(&[(0, 8), (10, 8)]);
-        assert_eq!(a.allocate_at(UnitRange::new(6, 4)), Err(RangeError::NotFree));
+        assert_eq!(
+            a.allocate_at(UnitRange::new(6, 4)),
+            Err(RangeError::NotFree)
+        );
         a.allocate_at(UnitRange::new(12, 2)).unwrap();
-        assert_eq!(a.allocate_at(UnitRange::new(13, 1)), Err(RangeError::NotFree));
+        assert_eq!(
+            a.allocate_at(UnitRange::new(13, 1)),
+            Err(RangeError::NotFree)
+        );
         assert_eq!(a.free_units(), 14);
     }
 
@@ -278,7 +298,10 @@ mod tests {
     fn reserve_cuts_across_ranges() {
         let mut a = alloc_with(&[(0, 10), (20, 10), (40, 10)]);
         assert_eq!(a.reserve(UnitRange::new(5, 40)).unwrap(), 5 + 10 + 5);
-        assert_eq!(a.free_ranges(), &[UnitRange::new(0, 5), UnitRange::new(45, 5)]);
+        assert_eq!(
+            a.free_ranges(),
+            &[UnitRange::new(0, 5), UnitRange::new(45, 5)]
+        );
         assert_eq!(a.reserve(UnitRange::new(100, 5)).unwrap(), 0);
     }
 

@@ -40,9 +40,21 @@ fn read_byte() -> u8 {
 }
 
 const BUILTINS: &[Command] = &[
-    Command { name: "ps", usage: "ps - list tasks (id, state, name)", run: ps },
-    Command { name: "uptime", usage: "uptime - time since boot", run: uptime },
-    Command { name: "kill", usage: "kill <id> - end a task (it unwinds)", run: kill },
+    Command {
+        name: "ps",
+        usage: "ps - list tasks (id, state, name)",
+        run: ps,
+    },
+    Command {
+        name: "uptime",
+        usage: "uptime - time since boot",
+        run: uptime,
+    },
+    Command {
+        name: "kill",
+        usage: "kill <id> - end a task (it unwinds)",
+        run: kill,
+    },
 ];
 
 /// Runs the shell forever with the built-in commands plus `extra`.
@@ -72,12 +84,17 @@ fn execute(line: &str, extra: &'static [Command]) {
             return;
         }
     };
-    let Some((name, args)) = words.split_first() else { return };
+    let Some((name, args)) = words.split_first() else {
+        return;
+    };
     if name == "help" {
         help(extra);
         return;
     }
-    let found = BUILTINS.iter().chain(extra.iter()).find(|c| c.name == name.as_str());
+    let found = BUILTINS
+        .iter()
+        .chain(extra.iter())
+        .find(|c| c.name == name.as_str());
     match found {
         Some(command) => {
             if let Err(message) = (command.run)(args) {
@@ -128,7 +145,9 @@ fn uptime(args: &[String]) -> Result<(), String> {
 
 fn kill(args: &[String]) -> Result<(), String> {
     let word = one_arg(args, "a task id")?;
-    let id: u64 = word.parse().map_err(|_| alloc::format!("invalid task id '{word}'"))?;
+    let id: u64 = word
+        .parse()
+        .map_err(|_| alloc::format!("invalid task id '{word}'"))?;
     match keel_task::kill(id, Duration::from_secs(2)) {
         Ok(name) => {
             println!("killed task {id} ({name})");

@@ -50,19 +50,26 @@ pub struct IrqSafeMutexGuard<'a, T: ?Sized> {
 
 impl<T> IrqSafeMutex<T> {
     pub const fn new(value: T) -> Self {
-        Self { inner: spin::Mutex::new(value) }
+        Self {
+            inner: spin::Mutex::new(value),
+        }
     }
 }
 
 impl<T: ?Sized> IrqSafeMutex<T> {
     pub fn lock(&self) -> IrqSafeMutexGuard<'_, T> {
         let held = HeldInterrupts::hold();
-        IrqSafeMutexGuard { guard: self.inner.lock(), _held: held }
+        IrqSafeMutexGuard {
+            guard: self.inner.lock(),
+            _held: held,
+        }
     }
 
     pub fn try_lock(&self) -> Option<IrqSafeMutexGuard<'_, T>> {
         let held = HeldInterrupts::hold();
-        self.inner.try_lock().map(|guard| IrqSafeMutexGuard { guard, _held: held })
+        self.inner
+            .try_lock()
+            .map(|guard| IrqSafeMutexGuard { guard, _held: held })
     }
 
     pub fn is_locked(&self) -> bool {

@@ -47,7 +47,12 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         not_empty: WaitQueue::new(),
         not_full: WaitQueue::new(),
     });
-    (Sender { shared: shared.clone() }, Receiver { shared })
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
 }
 
 impl<T> Sender<T> {
@@ -103,7 +108,9 @@ impl<T> Receiver<T> {
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         self.shared.state.lock().senders += 1;
-        Sender { shared: self.shared.clone() }
+        Sender {
+            shared: self.shared.clone(),
+        }
     }
 }
 

@@ -14,11 +14,11 @@ mod scheduler;
 mod switch;
 mod wait;
 
-pub use channel::{RecvError, Receiver, SendError, Sender, channel};
+pub use channel::{Receiver, RecvError, SendError, Sender, channel};
 pub use keel_unwind::Failure;
 pub use mutex::{Mutex, MutexGuard};
 pub use scheduler::{
-    Builder, JoinHandle, KillError, TaskId, TaskInfo, TaskState, current_id, idle_loop, init,
-    kill, sleep, spawn, task_list, ticks, yield_now, TICK_HZ,
+    Builder, JoinHandle, KillError, TICK_HZ, TaskId, TaskInfo, TaskState, current_id, idle_loop,
+    init, kill, sleep, spawn, task_list, ticks, yield_now,
 };
 pub use wait::WaitQueue;

@@ -17,16 +17,25 @@ pub struct MutexGuard<'a, T> {
 
 impl<T> Mutex<T> {
     pub const fn new(value: T) -> Self {
-        Self { inner: spin::Mutex::new(value), waiters: WaitQueue::new() }
+        Self {
+            inner: spin::Mutex::new(value),
+            waiters: WaitQueue::new(),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let guard = self.waiters.wait_until(|| self.inner.try_lock());
-        MutexGuard { guard: Some(guard), waiters: &self.waiters }
+        MutexGuard {
+            guard: Some(guard),
+            waiters: &self.waiters,
+        }
     }
 
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.inner.try_lock().map(|g| MutexGuard { guard: Some(g), waiters: &self.waiters })
+        self.inner.try_lock().map(|g| MutexGuard {
+            guard: Some(g),
+            waiters: &self.waiters,
+        })
     }
 
     pub fn is_locked(&self) -> bool {

@@ -146,7 +146,11 @@ pub fn init(boot_stack: Range<u64>) {
 }
 
 pub(crate) fn current_task() -> Arc<Task> {
-    SCHEDULER.lock().current.clone().expect("scheduler initialised")
+    SCHEDULER
+        .lock()
+        .current
+        .clone()
+        .expect("scheduler initialised")
 }
 
 pub fn current_id() -> TaskId {
@@ -158,7 +162,11 @@ pub fn ticks() -> u64 {
 }
 
 fn current_stack_bounds() -> Option<Range<u64>> {
-    SCHEDULER.lock().current.as_ref().map(|t| t.stack_bounds.clone())
+    SCHEDULER
+        .lock()
+        .current
+        .as_ref()
+        .map(|t| t.stack_bounds.clone())
 }
 
 /// Makes `task` ready if it is blocked or sleeping; returns whether it was.
@@ -180,7 +188,9 @@ pub(crate) fn schedule() {
     let _held = HeldInterrupts::hold();
     let (prev, next): (*const Task, *const Task) = {
         let mut s = SCHEDULER.lock();
-        let Some(prev) = s.current.clone() else { return };
+        let Some(prev) = s.current.clone() else {
+            return;
+        };
         let is_idle = |t: &Arc<Task>| t.id == 0;
         match prev.state() {
             TaskState::Running | TaskState::Ready => {
@@ -253,7 +263,9 @@ pub fn yield_now() {
 
 /// Sleeps for at least `duration`.
 pub fn sleep(duration: Duration) {
-    let span = (duration.as_nanos() as u64).div_ceil(1_000_000_000 / TICK_HZ).max(1);
+    let span = (duration.as_nanos() as u64)
+        .div_ceil(1_000_000_000 / TICK_HZ)
+        .max(1);
     let deadline = ticks() + span;
     while ticks() < deadline {
         {
@@ -270,7 +282,8 @@ pub fn sleep(duration: Duration) {
 /// Starts unwinding the current task if someone asked to kill it.
 pub(crate) fn unwind_if_killed() {
     let task = current_task();
-    if task.kill_requested.load(Ordering::Acquire) && !task.critical {
+    // Taking the request (swap) makes sure one kill starts one unwind, not one per tick.
+    if !task.critical && task.kill_requested.swap(false, Ordering::AcqRel) {
         drop(task);
         let _ = keel_unwind::start_unwind(Failure::Killed);
         on_uncaught(Failure::Killed);
@@ -306,7 +319,7 @@ fn on_tick(context: &mut InterruptedContext) {
         schedule();
     }
     let task = current_task();
-    if task.kill_requested.load(Ordering::Acquire) && !task.critical {
+    if !task.critical && task.kill_requested.swap(false, Ordering::AcqRel) {
         drop(task);
         keel_unwind::unwind_interrupted(context, AsyncCause::Kill);
     }
@@ -382,7 +395,11 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_owned(), stack_size: DEFAULT_STACK_SIZE, critical: false }
+        Self {
+            name: name.to_owned(),
+            stack_size: DEFAULT_STACK_SIZE,
+            critical: false,
+        }
     }
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(8 * 1024);
@@ -425,7 +442,10 @@ impl Builder {
             critical: self.critical,
             state: AtomicU8::new(TaskState::Ready as u8),
             context: UnsafeCell::new(SavedContext::new(rsp)),
-            stack: IrqSafeMutex::new(Some(Stack { _mapping: mapping, _guard: guard })),
+            stack: IrqSafeMutex::new(Some(Stack {
+                _mapping: mapping,
+                _guard: guard,
+            })),
             stack_bounds: bounds,
             kill_requested: AtomicBool::new(false),
             failure: IrqSafeMutex::new(None),
@@ -468,7 +488,8 @@ impl<R> JoinHandle<R> {
     /// Waits until the task has ended and its stack is freed; its result, or why it failed.
     pub fn join(self) -> Result<R, Failure> {
         let task = self.task.clone();
-        task.joiners.wait_until(|| task.reaped.load(Ordering::Acquire).then_some(()));
+        task.joiners
+            .wait_until(|| task.reaped.load(Ordering::Acquire).then_some(()));
         let failure = task.failure.lock().take();
         match failure {
             Some(failure) => Err(failure),
@@ -488,7 +509,10 @@ impl fmt::Display for KillError {
         match self {
             KillError::NoSuchTask(id) => write!(f, "no task with id {id}"),
             KillError::KernelTask(id, name) => {
-                write!(f, "task {id} ({name}) is a kernel task and cannot be killed")
+                write!(
+                    f,
+                    "task {id} ({name}) is a kernel task and cannot be killed"
+                )
             }
         }
     }
@@ -496,7 +520,12 @@ impl fmt::Display for KillError {
 
 /// Asks task `id` to die and waits (up to `timeout`) until it has. Returns its name.
 pub fn kill(id: TaskId, timeout: Duration) -> Result<String, KillError> {
-    let task = SCHEDULER.lock().tasks.get(&id).cloned().ok_or(KillError::NoSuchTask(id))?;
+    let task = SCHEDULER
+        .lock()
+        .tasks
+        .get(&id)
+        .cloned()
+        .ok_or(KillError::NoSuchTask(id))?;
     if task.critical {
         return Err(KillError::KernelTask(id, task.name.clone()));
     }
@@ -521,7 +550,11 @@ pub fn task_list() -> Vec<TaskInfo> {
     let s = SCHEDULER.lock();
     s.tasks
         .values()
-        .map(|t| TaskInfo { id: t.id, name: t.name.clone(), state: t.state() })
+        .map(|t| TaskInfo {
+            id: t.id,
+            name: t.name.clone(),
+            state: t.state(),
+        })
         .collect()
 }
 

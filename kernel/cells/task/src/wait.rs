@@ -11,7 +11,9 @@ pub struct WaitQueue {
 
 impl WaitQueue {
     pub const fn new() -> Self {
-        Self { waiters: IrqSafeMutex::new(VecDeque::new()) }
+        Self {
+            waiters: IrqSafeMutex::new(VecDeque::new()),
+        }
     }
 
     /// Blocks until `condition` returns `Some`. The condition is checked with interrupts off,
@@ -36,7 +38,9 @@ impl WaitQueue {
     /// Wakes the longest waiter; returns whether one was woken.
     pub fn notify_one(&self) -> bool {
         loop {
-            let Some(task) = self.waiters.lock().pop_front() else { return false };
+            let Some(task) = self.waiters.lock().pop_front() else {
+                return false;
+            };
             if scheduler::wake(&task) {
                 return true;
             }

@@ -84,7 +84,9 @@ pub fn catch_unwind<R, F: FnOnce() -> R>(f: F) -> Result<R, Failure> {
             data.p = ManuallyDrop::new(exception.failure);
         }
     }
-    let mut data = Data { f: ManuallyDrop::new(f) };
+    let mut data = Data {
+        f: ManuallyDrop::new(f),
+    };
     let ptr = &mut data as *mut Data<F, R> as *mut u8;
     // SAFETY: the two functions uphold the intrinsic's contract as described above.
     let caught = unsafe { core::intrinsics::catch_unwind(do_call::<F, R>, ptr, do_catch::<F, R>) };
@@ -107,7 +109,11 @@ pub fn start_unwind(failure: Failure) -> WalkError {
     let code = unsafe { keel_unwind_begin(exception) };
     // SAFETY: nothing took ownership (no landing pad ran).
     drop(unsafe { Box::from_raw(exception) });
-    LAST_ERROR.lock().take().unwrap_or(if code == 0 { WalkError::EndOfStack } else { WalkError::BadEhFrame })
+    LAST_ERROR.lock().take().unwrap_or(if code == 0 {
+        WalkError::EndOfStack
+    } else {
+        WalkError::BadEhFrame
+    })
 }
 
 static LAST_ERROR: IrqSafeMutex<Option<WalkError>> = IrqSafeMutex::new(None);
@@ -152,7 +158,9 @@ fn find_landing(exception: *mut Exception, regs: &Registers) -> Result<Registers
     let mut walker = Walker::new(sections)?;
     let bounds = STACK_BOUNDS_HOOK.get().and_then(|hook| hook());
     let read = |addr: u64| -> Result<u64, WalkError> {
-        let inside = bounds.as_ref().is_none_or(|b| addr >= b.start && addr + 8 <= b.end);
+        let inside = bounds
+            .as_ref()
+            .is_none_or(|b| addr >= b.start && addr + 8 <= b.end);
         if !inside || addr % 8 != 0 {
             return Err(WalkError::BadStackAccess(addr));
         }
@@ -193,7 +201,9 @@ fn landing_pad(
     let bytes = unsafe {
         core::slice::from_raw_parts(address as *const u8, (table.end - address) as usize)
     };
-    lsda::find_landing_pad(bytes, address, fde.initial_address(), ip).ok().flatten()
+    lsda::find_landing_pad(bytes, address, fde.initial_address(), ip)
+        .ok()
+        .flatten()
 }
 
 #[cfg(target_os = "none")]
@@ -316,7 +326,6 @@ unsafe fn keel_unwind_land(_regs: &Registers) -> ! {
 #[cfg(not(target_os = "none"))]
 extern "C" fn keel_unwind_from_interrupt() {}
 
-
 /// What the redirected context should unwind with. Written in the interrupt handler (no heap
 /// allocation there: the interrupted code may hold the heap lock), read by the redirect target.
 #[derive(Clone, Copy, Debug)]
@@ -371,5 +380,7 @@ pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
         fatal(format_args!("panic that cannot unwind: {message}"));
     }
     let error = start_unwind(Failure::Panic(message.clone()));
-    fatal(format_args!("panic outside any task: {message} ({error:?})"))
+    fatal(format_args!(
+        "panic outside any task: {message} ({error:?})"
+    ))
 }

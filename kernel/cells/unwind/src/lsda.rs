@@ -27,7 +27,10 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
     fn fixed<const N: usize>(&mut self) -> Result<[u8; N], LsdaError> {
-        let s = self.bytes.get(self.pos..self.pos + N).ok_or(LsdaError::Truncated)?;
+        let s = self
+            .bytes
+            .get(self.pos..self.pos + N)
+            .ok_or(LsdaError::Truncated)?;
         self.pos += N;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
@@ -103,10 +106,17 @@ pub fn find_landing_pad(
     function_start: u64,
     ip: u64,
 ) -> Result<Option<LandingPad>, LsdaError> {
-    let mut r = Reader { bytes, pos: 0, base: lsda_address };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        base: lsda_address,
+    };
     let lpstart_encoding = r.u8()?;
-    let landing_pad_base =
-        if lpstart_encoding == OMIT { function_start } else { r.encoded(lpstart_encoding)? };
+    let landing_pad_base = if lpstart_encoding == OMIT {
+        function_start
+    } else {
+        r.encoded(lpstart_encoding)?
+    };
     let ttype_encoding = r.u8()?;
     if ttype_encoding != OMIT {
         r.uleb128()?;
@@ -139,7 +149,10 @@ pub fn find_landing_pad(
                 };
                 a.sleb128()?
             };
-            return Ok(Some(LandingPad { address: landing_pad_base.wrapping_add(pad), selector }));
+            return Ok(Some(LandingPad {
+                address: landing_pad_base.wrapping_add(pad),
+                selector,
+            }));
         }
     }
     // Not covered: the instruction cannot unwind in the compiler's view (a fault or kill hit
@@ -171,11 +184,17 @@ mod tests {
         let f = 0x1000;
         assert_eq!(
             find_landing_pad(&lsda, 0, f, f + 0x12).unwrap(),
-            Some(LandingPad { address: f + 0x40, selector: 0 })
+            Some(LandingPad {
+                address: f + 0x40,
+                selector: 0
+            })
         );
         assert_eq!(
             find_landing_pad(&lsda, 0, f, f + 0x37).unwrap(),
-            Some(LandingPad { address: f + 0x50, selector: 1 })
+            Some(LandingPad {
+                address: f + 0x50,
+                selector: 1
+            })
         );
     }
 

@@ -1,9 +1,9 @@
 //! Walking the stack with the DWARF call-frame information in `.eh_frame`.
 
 use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, FrameDescriptionEntry,
-    LittleEndian, ParsedEhFrameHdr, Pointer, Register, RegisterRule, UnwindContext,
-    UnwindSection, UnwindTableRow, X86_64,
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, FrameDescriptionEntry, LittleEndian,
+    ParsedEhFrameHdr, Pointer, Register, RegisterRule, UnwindContext, UnwindSection,
+    UnwindTableRow, X86_64,
 };
 
 /// Register values by DWARF number: rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp, r8-r15, and 16 for
@@ -19,10 +19,16 @@ pub const PC: usize = 16;
 
 impl Registers {
     fn get(&self, reg: Register) -> Result<u64, WalkError> {
-        self.gp.get(reg.0 as usize).copied().ok_or(WalkError::UnsupportedRule)
+        self.gp
+            .get(reg.0 as usize)
+            .copied()
+            .ok_or(WalkError::UnsupportedRule)
     }
     fn set(&mut self, reg: Register, value: u64) -> Result<(), WalkError> {
-        *self.gp.get_mut(reg.0 as usize).ok_or(WalkError::UnsupportedRule)? = value;
+        *self
+            .gp
+            .get_mut(reg.0 as usize)
+            .ok_or(WalkError::UnsupportedRule)? = value;
         Ok(())
     }
 }
@@ -84,7 +90,12 @@ impl Walker {
         }
         let table = self.hdr.table().ok_or(WalkError::BadEhFrame)?;
         table
-            .fde_for_address(&self.eh_frame, &self.bases, address, EhFrame::cie_from_offset)
+            .fde_for_address(
+                &self.eh_frame,
+                &self.bases,
+                address,
+                EhFrame::cie_from_offset,
+            )
             .map_err(|_| WalkError::NoUnwindInfo(address))
     }
 
