@@ -155,7 +155,36 @@ pub fn start(magic: u32, info_address: u32) -> ! {
         log!("command line: {command_line}");
     }
 
-    init_interrupt_controllers();
+    let root = match (info.rsdp_v2_tag(), info.rsdp_v1_tag()) {
+        (Some(v2), _) => keel_acpi_info::RootTable::Known {
+            revision: v2.revision(),
+            address: v2.xsdt_address() as u64,
+        },
+        (None, Some(v1)) => keel_acpi_info::RootTable::Known {
+            revision: 0,
+            address: v1.rsdt_address() as u64,
+        },
+        (None, None) => keel_acpi_info::RootTable::SearchBios,
+    };
+    let acpi = match keel_acpi_info::read(root) {
+        Ok(acpi) => {
+            log!(
+                "acpi: local APIC {:#x}, {} IOAPIC(s), soft-off {:?}",
+                acpi.local_apic_address,
+                acpi.io_apics.len(),
+                acpi.soft_off
+            );
+            Some(acpi)
+        }
+        Err(e) => {
+            log!("acpi: tables unusable ({e:?}); using PC defaults");
+            None
+        }
+    };
+    init_interrupt_controllers(acpi.as_ref());
+    if let Some(acpi) = acpi {
+        SOFT_OFF.call_once(|| acpi.soft_off);
+    }
     drop(copy);
     keel_task::init(symbols::boot_stack());
     let boot_ms = keel_time::now_ns() / 1_000_000;
@@ -186,6 +215,14 @@ fn init_memory(info: &BootInformation, info_address: u64) {
     let Some(map) = info.memory_map_tag() else {
         fail("no memory map from the boot loader")
     };
+    for area in map.memory_areas() {
+        log!(
+            "memory map: {:#014x}-{:#014x} {:?}",
+            area.start_address(),
+            area.end_address(),
+            area.typ()
+        );
+    }
     let mut usable = alloc_free_vec();
     for area in map
         .memory_areas()
@@ -291,13 +328,27 @@ fn map_device(address: u64, size: u64) -> Result<MappedPages, keel_memory::Memor
     keel_memory::map(pages, frames, MapFlags::ReadWrite(CacheMode::Uncached))
 }
 
-fn init_interrupt_controllers() {
-    let lapic = map_device(LOCAL_APIC_DEFAULT, 4096).unwrap_or_else(|e| fail_with("local APIC", e));
+static SOFT_OFF: Once<Option<(u16, u16)>> = Once::new();
+
+fn init_interrupt_controllers(acpi: Option<&keel_acpi_info::AcpiInfo>) {
+    let lapic_address = acpi.map_or(LOCAL_APIC_DEFAULT, |a| a.local_apic_address);
+    let (ioapic_address, gsi_base) = acpi
+        .and_then(|a| a.io_apics.first())
+        .map_or((IOAPIC_DEFAULT, 0), |io| (io.address, io.gsi_base));
+    let serial = acpi.map_or(
+        keel_acpi_info::IrqRoute {
+            gsi: keel_arch::serial::COM1_IRQ as u32,
+            active_low: false,
+            level_triggered: false,
+        },
+        |a| a.isa_irq(keel_arch::serial::COM1_IRQ),
+    );
+    let lapic = map_device(lapic_address, 4096).unwrap_or_else(|e| fail_with("local APIC", e));
     if let Err(e) = keel_arch::apic::init(lapic) {
         fail_with("local APIC", e);
     }
-    let ioapic = map_device(IOAPIC_DEFAULT, 4096).unwrap_or_else(|e| fail_with("IOAPIC", e));
-    match keel_arch::ioapic::init(ioapic, 0) {
+    let ioapic = map_device(ioapic_address, 4096).unwrap_or_else(|e| fail_with("IOAPIC", e));
+    match keel_arch::ioapic::init(ioapic, gsi_base) {
         Ok(lines) => log!(
             "interrupts: local APIC {}, IOAPIC with {} lines",
             keel_arch::apic::id(),
@@ -305,17 +356,26 @@ fn init_interrupt_controllers() {
         ),
         Err(e) => fail_with("IOAPIC", e),
     }
-    keel_arch::interrupts::set_irq_handler(
-        keel_arch::serial::COM1_IRQ,
-        keel_shell::on_serial_interrupt,
-    );
-    if let Err(e) = keel_arch::ioapic::route(
-        keel_arch::serial::COM1_IRQ as u32,
-        Trigger::Edge,
-        Polarity::ActiveHigh,
-        keel_arch::apic::id(),
-    ) {
-        log!("serial interrupt not routed ({e:?}); input is polled");
+    if serial.gsi >= keel_arch::ioapic::MAX_IRQS as u32
+        || !keel_arch::interrupts::set_irq_handler(
+            serial.gsi as u8,
+            keel_shell::on_serial_interrupt,
+        )
+    {
+        fail("the serial port's interrupt line is out of range");
+    }
+    let trigger = if serial.level_triggered {
+        Trigger::Level
+    } else {
+        Trigger::Edge
+    };
+    let polarity = if serial.active_low {
+        Polarity::ActiveLow
+    } else {
+        Polarity::ActiveHigh
+    };
+    if let Err(e) = keel_arch::ioapic::route(serial.gsi, trigger, polarity, keel_arch::apic::id()) {
+        fail_with("routing the serial interrupt", format_args!("{e:?}"));
     }
     let ticks_per_10ms = keel_arch::apic::measure_timer_ticks(10_000);
     let per_tick = ticks_per_10ms * 100 / keel_task::TICK_HZ;
@@ -327,10 +387,11 @@ fn init_interrupt_controllers() {
     );
 }
 
-/// Powers off: ACPI soft-off through the chipset's PM1a control block (ICH9 on q35, PIIX4 on
-/// pc), then QEMU's debug-exit device as a last resort.
+/// Powers off: ACPI soft-off (FADT PM1a control block, `\\_S5` sleep type), then QEMU's
+/// debug-exit device as a last resort.
 pub fn power_off() {
-    keel_arch::power::acpi_soft_off(0x604, 0);
-    keel_arch::power::acpi_soft_off(0xB004, 0);
+    if let Some(Some((port, slp_typ))) = SOFT_OFF.get() {
+        keel_arch::power::acpi_soft_off(*port, *slp_typ);
+    }
     keel_arch::power::qemu_debug_exit(0);
 }

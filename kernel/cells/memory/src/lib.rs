@@ -24,7 +24,9 @@ pub use frames::{
 };
 pub use mapped::{CacheMode, MapFlags, MappedPages};
 pub use pages::{AllocatedPages, allocate_pages, allocate_pages_aligned, page_stats};
-pub use paging::{KernelSection, init_kernel_address_space, map, map_new, translate};
+pub use paging::{
+    FirmwareView, KernelSection, init_kernel_address_space, map, map_new, translate, view_firmware,
+};
 pub use x86_64::{PhysAddr, VirtAddr};
 
 pub const PAGE_SIZE: u64 = 4096;

@@ -251,3 +251,54 @@ pub fn translate(addr: VirtAddr) -> Option<PhysAddr> {
         .ok()
         .flatten()
 }
+
+/// A read-only view of firmware memory (ACPI tables, ...) outside RAM. Firmware tables are never
+/// written and may be viewed more than once, so the view shares the frames instead of owning
+/// them; dropping it unmaps the pages.
+#[derive(Debug)]
+pub struct FirmwareView {
+    pages: AllocatedPages,
+    offset: u64,
+}
+
+impl FirmwareView {
+    /// The virtual address of the physical address the view was made for.
+    pub fn address(&self) -> VirtAddr {
+        self.pages.start_address() + self.offset
+    }
+}
+
+impl Drop for FirmwareView {
+    fn drop(&mut self) {
+        unmap(&self.pages);
+    }
+}
+
+/// Maps `size` bytes of firmware memory at `start` read-only.
+pub fn view_firmware(start: PhysAddr, size: u64) -> Result<FirmwareView, MemoryError> {
+    let first = start.align_down(PAGE_SIZE);
+    let end = (start + size.max(1)).align_up(PAGE_SIZE);
+    let count = (end - first) / PAGE_SIZE;
+    let pages = allocate_pages(count)?;
+    let pte = pte_flags(MapFlags::RODATA);
+    with_table(|table| {
+        for i in 0..count {
+            let page = Page::<Size4KiB>::containing_address(pages.start_address() + i * PAGE_SIZE);
+            let frame = PhysFrame::containing_address(first + i * PAGE_SIZE);
+            // SAFETY: a read-only, non-executable alias of firmware memory, which no Rust
+            // object owns; the view unmaps it before its pages are reused.
+            let result = unsafe {
+                table.map_to_with_table_flags(page, frame, pte, TABLE_FLAGS, &mut TableFrames)
+            };
+            match result {
+                Ok(flush) => flush.flush(),
+                Err(e) => return Err(map_error(e)),
+            }
+        }
+        Ok(())
+    })??;
+    Ok(FirmwareView {
+        pages,
+        offset: start - first,
+    })
+}

@@ -92,3 +92,9 @@ impl<T: ?Sized> DerefMut for IrqSafeMutexGuard<'_, T> {
 
 /// A value written once during boot and read freely afterwards.
 pub type Once<T> = spin::Once<T>;
+
+impl<T: Default> Default for IrqSafeMutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
