@@ -79,6 +79,8 @@ pub struct BootRun {
 /// Everything the report is made from.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The benchmarked ISO.
+    pub image: String,
     pub qemu_version: String,
     pub host_cpu: String,
     pub memory: String,
@@ -218,8 +220,9 @@ pub fn render_markdown(report: &Report) -> String {
     let _ = writeln!(md, "# Keel benchmarks\n");
     let _ = writeln!(
         md,
-        "{} boots of `target/keel/keel.iso` in {} (q35, `-cpu max`, {} of memory) on {}.\n",
+        "{} boots of `{}` in {} (q35, `-cpu max`, {} of memory) on {}.\n",
         boots.len(),
+        report.image,
         report.qemu_version,
         report.memory,
         report.host_cpu
@@ -273,9 +276,10 @@ pub fn render_json(report: &Report) -> String {
     let samples: Vec<String> = boots.iter().map(|s| json::number(*s)).collect();
     let rows: Vec<String> = report.rows().iter().map(row_json).collect();
     format!(
-        "{{\n  \"qemu\": {},\n  \"accelerator\": \"tcg\",\n  \"host_cpu\": {},\n  \"memory\": {},\n  \
-         \"boots\": {},\n  \"boot_to_prompt_s\": {{\"median\": {}, \"samples\": [{}]}},\n  \
+        "{{\n  \"image\": {},\n  \"qemu\": {},\n  \"accelerator\": \"tcg\",\n  \
+         \"host_cpu\": {},\n  \"memory\": {},\n  \"boots\": {},\n  \"boot_to_prompt_s\": {{\"median\": {}, \"samples\": [{}]}},\n  \
          \"benchmarks\": [\n    {}\n  ]\n}}\n",
+        json::quote(&report.image),
         json::quote(&report.qemu_version),
         json::quote(&report.host_cpu),
         json::quote(&report.memory),
@@ -323,6 +327,7 @@ pub fn run(layout: &Layout, options: &BenchOptions) -> Result<PathBuf> {
         runs.push(run);
     }
     let report = Report {
+        image: options.iso.display().to_string(),
         qemu_version: qemu_version(),
         host_cpu: host_cpu(),
         memory: options.memory.clone(),
@@ -412,6 +417,7 @@ mod tests {
             ],
         };
         Report {
+            image: "target/keel/keel.iso".into(),
             qemu_version: "QEMU emulator version 7.2".into(),
             host_cpu: "Test CPU (2 cores)".into(),
             memory: "128M".into(),

@@ -5,6 +5,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod apic;
+#[cfg(target_os = "none")]
 mod boot;
 pub mod context;
 pub mod cpu;

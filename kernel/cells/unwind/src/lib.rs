@@ -12,7 +12,7 @@
 //! `kill`. The last two arrive in an interrupt handler, which cannot unwind itself; it redirects
 //! the interrupted context into `keel_unwind_from_interrupt`, which runs on the task's own stack
 //! as if the interrupted instruction had called it.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![feature(core_intrinsics, panic_can_unwind)]
 #![allow(internal_features)]
 #![deny(unsafe_op_in_unsafe_fn)]
