@@ -37,7 +37,6 @@ mod symbols {
         static __eh_frame: u8;
         static __eh_frame_end: u8;
         static boot_stack_bottom: u8;
-        static boot_stack_top: u8;
     }
     pub fn kernel_start() -> u64 {
         (&raw const __kernel_start) as u64
@@ -61,7 +60,10 @@ mod symbols {
         )
     }
     pub fn boot_stack() -> core::ops::Range<u64> {
-        (&raw const boot_stack_bottom) as u64..(&raw const boot_stack_top) as u64
+        {
+            let bottom = (&raw const boot_stack_bottom) as u64;
+            bottom..bottom + keel_arch::boot::BOOT_STACK_SIZE as u64
+        }
     }
     pub fn unwind_sections() -> keel_unwind::UnwindSections {
         let hdr = (&raw const __GNU_EH_FRAME_HDR) as u64;
@@ -204,8 +206,8 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     log!(
         "boot complete in {} ms: {} MiB RAM free of {} MiB",
         boot_ms,
-        frames.free * 4096 >> 20,
-        frames.total * 4096 >> 20
+        (frames.free * 4096) >> 20,
+        (frames.total * 4096) >> 20
     );
     keel_arch::cpu::enable_interrupts();
     keel_task::idle_loop()

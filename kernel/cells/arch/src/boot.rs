@@ -23,12 +23,13 @@ mb2_header_start:
 mb2_header_end:
 
     .section .boot.text, "ax"
+    .set BOOT_STACK_SIZE, 128 * 1024
     .code32
     .global _start
 _start:
     cli
     cld
-    movl $boot_stack_top, %esp
+    movl $(boot_stack_bottom + BOOT_STACK_SIZE), %esp
     movl %eax, %edi
     movl %ebx, %esi
 
@@ -109,7 +110,7 @@ long_mode_entry:
     xorw %ax, %ax
     movw %ax, %fs
     movw %ax, %gs
-    movq $boot_stack_top, %rsp
+    movq $(boot_stack_bottom + BOOT_STACK_SIZE), %rsp
     xorl %ebp, %ebp
     movl %edi, %edi
     movl %esi, %esi
@@ -139,7 +140,7 @@ struct BootMemory<const N: usize>([u8; N]);
 
 #[allow(dead_code)] // referenced from the assembly only
 mod boot_memory {
-    use super::BootMemory;
+    use super::{BOOT_STACK_SIZE, BootMemory};
     #[unsafe(no_mangle)]
     static mut boot_pml4: BootMemory<4096> = BootMemory([0; 4096]);
     #[unsafe(no_mangle)]
@@ -148,10 +149,13 @@ mod boot_memory {
     static mut boot_pd: BootMemory<{ 4 * 4096 }> = BootMemory([0; 4 * 4096]);
     /// The stack the boot code runs on; later the idle task's.
     #[unsafe(no_mangle)]
-    static mut boot_stack_bottom: BootMemory<{ 128 * 1024 }> = BootMemory([0; 128 * 1024]);
+    static mut boot_stack_bottom: BootMemory<BOOT_STACK_SIZE> = BootMemory([0; BOOT_STACK_SIZE]);
 }
 
 core::arch::global_asm!(
     ".global boot_stack_top",
     ".set boot_stack_top, boot_stack_bottom + 128 * 1024"
 );
+
+/// Size of the boot stack (the idle task's stack later); the assembly uses the same number.
+pub const BOOT_STACK_SIZE: usize = 128 * 1024;

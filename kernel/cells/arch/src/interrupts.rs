@@ -210,7 +210,7 @@ fn handle_fault(
     vector: u8,
     error_code: Option<u64>,
 ) {
-    let address = (kind == FaultKind::PageFault).then(|| Cr2::read_raw());
+    let address = (kind == FaultKind::PageFault).then(Cr2::read_raw);
     let fault = Fault {
         kind,
         vector,
@@ -285,7 +285,7 @@ fn unrecoverable(frame: &InterruptStackFrame, kind: FaultKind, vector: u8, code:
         kind,
         vector,
         error_code: code,
-        address: (kind == FaultKind::DoubleFault).then(|| Cr2::read_raw()),
+        address: (kind == FaultKind::DoubleFault).then(Cr2::read_raw),
         rip: frame.instruction_pointer.as_u64(),
         rsp: frame.stack_pointer.as_u64(),
         in_interrupt: in_interrupt(),

@@ -6,7 +6,7 @@
 
 pub mod apic;
 #[cfg(target_os = "none")]
-mod boot;
+pub mod boot;
 pub mod context;
 pub mod cpu;
 pub mod gdt;

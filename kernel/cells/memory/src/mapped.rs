@@ -79,7 +79,7 @@ impl MappedPages {
             return Err(MemoryError::OutOfBounds);
         }
         let addr = self.start_address().as_u64() as usize + offset;
-        if addr % align != 0 {
+        if !addr.is_multiple_of(align) {
             return Err(MemoryError::Misaligned);
         }
         Ok(addr)

@@ -161,7 +161,7 @@ fn find_landing(exception: *mut Exception, regs: &Registers) -> Result<Registers
         let inside = bounds
             .as_ref()
             .is_none_or(|b| addr >= b.start && addr + 8 <= b.end);
-        if !inside || addr % 8 != 0 {
+        if !inside || !addr.is_multiple_of(8) {
             return Err(WalkError::BadStackAccess(addr));
         }
         // SAFETY: the address is aligned and inside the current task's mapped stack.
