@@ -60,8 +60,15 @@ impl Vm {
     /// 128M) of memory and a free host port, and waits for the first prompt. Returns the VM and
     /// the boot log.
     pub fn boot_to_prompt() -> Result<(Self, String)> {
+        Self::boot_to_prompt_with_memory(
+            &env::var("KEEL_MEM").unwrap_or_else(|_| DEFAULT_MEMORY.to_string()),
+        )
+    }
+
+    /// Like [`Vm::boot_to_prompt`] with an explicit guest memory size (QEMU's `-m` syntax).
+    pub fn boot_to_prompt_with_memory(memory: &str) -> Result<(Self, String)> {
         let mut config = QemuConfig::new(Layout::discover().iso_for_tests(), free_local_port()?);
-        config.memory = env::var("KEEL_MEM").unwrap_or_else(|_| DEFAULT_MEMORY.to_string());
+        config.memory = memory.to_string();
         let mut vm = Self::boot(&config, DEFAULT_MAX_RUNTIME)?;
         let boot_log = vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
         Ok((vm, boot_log))

@@ -28,6 +28,36 @@ fn with_vm(test: impl FnOnce(&mut Vm, &str) -> Result<()>) {
     }
 }
 
+/// Keel's memory goal: it boots and runs its shell and tasks in 64 MiB of guest RAM.
+#[test]
+fn runs_in_64_mib_of_memory() {
+    let (mut vm, _) =
+        Vm::boot_to_prompt_with_memory("64M").unwrap_or_else(|error| panic!("{error:#}"));
+    let result = (|| -> Result<()> {
+        let mem = vm.command("mem")?;
+        let frames = line_starting(&mem, "frames:")?;
+        let total = field(frames, "total")?;
+        ensure!(
+            total * 4096 <= 64 << 20,
+            "more than 64 MiB of frames reported: {frames}"
+        );
+        let output = vm.command_with_timeout("selftest tasks 200", SELFTEST_TIMEOUT)?;
+        let line = line_starting(&output, "tasks:")?;
+        ensure!(
+            field(line, "joined")? == 200,
+            "not all tasks joined: {line}"
+        );
+        ensure!(
+            field(line, "sum")? == field(line, "expected")?,
+            "wrong results: {line}"
+        );
+        Ok(())
+    })();
+    if let Err(error) = result {
+        panic!("{:#}", vm.with_transcript(error));
+    }
+}
+
 /// The lines of a command's output, without trailing whitespace.
 fn lines(output: &str) -> Vec<&str> {
     output.lines().map(str::trim_end).collect()
