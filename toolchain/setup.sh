@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Idempotent set-up for building and running Keel: Debian packages (QEMU, GRUB, xorriso, mtools)
-# and the pinned Rust nightly with its components and the kernel target. Cheap when everything is
-# already present: it only looks, and installs what is missing.
+# Idempotent set-up for building and running Keel: Debian packages (QEMU, GRUB, xorriso, mtools;
+# clang/lld with wasi-libc, compiler-rt and libc++ for wasm32 and wabt, for apps-wasm/), the pinned
+# Rust nightly with its components and the kernel target, and the Rust release pinned in
+# apps-wasm/rust/rust-toolchain.toml with the wasm32-wasip1 target (the nightly has no rust-std
+# for it). Cheap when everything is already present: it only looks, and installs what is missing.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools)
+debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools
+    clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 libc++abi-14-dev-wasm32 wabt)
 rust_components=(rust-src clippy rustfmt)
 kernel_target=x86_64-unknown-none
+apps_target=wasm32-wasip1
 
 log() { echo "setup: $*" >&2; }
 
@@ -41,10 +45,10 @@ install_debian_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# The channel pinned in rust-toolchain.toml (the one source of truth).
+# The channel pinned in a rust-toolchain.toml (default: the repository's, the one source of truth).
 pinned_channel() {
     sed -n 's/^[[:space:]]*channel[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' \
-        "$repo_root/rust-toolchain.toml" | head -n 1
+        "${1:-$repo_root/rust-toolchain.toml}" | head -n 1
 }
 
 toolchain_complete() {
@@ -78,5 +82,28 @@ install_rust_toolchain() {
         --component "$components" --target "$kernel_target"
 }
 
+# The toolchain for the Rust guest apps (apps-wasm/rust), with the wasm32-wasip1 target.
+install_apps_rust_toolchain() {
+    local channel toolchain_file="$repo_root/apps-wasm/rust/rust-toolchain.toml"
+    [[ -f "$toolchain_file" ]] || return 0
+    channel="$(pinned_channel "$toolchain_file")"
+    if [[ -z "$channel" ]]; then
+        log "no channel in $toolchain_file"
+        return 1
+    fi
+    if ! command -v rustup >/dev/null; then
+        log "rustup is not installed; install it, then run 'make setup' again"
+        return 1
+    fi
+    if ! rustup run "$channel" rustc -V >/dev/null 2>&1; then
+        log "installing Rust $channel with target $apps_target (for apps-wasm)"
+        rustup toolchain install "$channel" --profile minimal --target "$apps_target"
+    elif ! rustup target list --toolchain "$channel" --installed 2>/dev/null | grep -qx "$apps_target"; then
+        log "adding target $apps_target to Rust $channel (for apps-wasm)"
+        rustup target add --toolchain "$channel" "$apps_target"
+    fi
+}
+
 install_debian_packages
 install_rust_toolchain
+install_apps_rust_toolchain

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::apps::App;
 use crate::paths::Layout;
 use crate::process::run_captured;
 
@@ -26,9 +27,10 @@ menuentry \"Keel\" {
 
 /// Lays out the ISO tree and runs `grub-mkrescue`. Returns the ISO's path. The ISO is written
 /// under a temporary name and renamed, so a reader never sees a half-written image.
-pub fn make_iso(layout: &Layout, kernel_elf: &Path) -> Result<PathBuf> {
+pub fn make_iso(layout: &Layout, kernel_elf: &Path, apps: &[App]) -> Result<PathBuf> {
     let root = layout.iso_root();
     stage_iso_tree(&root, kernel_elf)?;
+    stage_apps(&root, apps)?;
     let iso = layout.iso();
     let partial = iso.with_extension("iso.partial");
     run_captured(
@@ -59,6 +61,25 @@ fn stage_iso_tree(root: &Path, kernel_elf: &Path) -> Result<()> {
     })?;
     fs::write(grub_dir.join("grub.cfg"), GRUB_CFG).context("writing grub.cfg")?;
     Ok(())
+}
+
+/// Copies the precompiled programs to `boot/apps/` and lists them as multiboot2 modules (the
+/// module's command line is the program's name).
+fn stage_apps(root: &Path, apps: &[App]) -> Result<()> {
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join("boot/apps");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut modules = String::new();
+    for app in apps {
+        let dest = dir.join(format!("{}.cwasm", app.name));
+        fs::copy(&app.artifact, &dest)
+            .with_context(|| format!("copying {}", app.artifact.display()))?;
+        modules.push_str(&format!("    module2 /boot/apps/{0}.cwasm {0}\n", app.name));
+    }
+    let cfg = GRUB_CFG.replace("    boot\n", &format!("{modules}    boot\n"));
+    fs::write(root.join("boot/grub/grub.cfg"), cfg).context("writing grub.cfg")
 }
 
 /// `path` made absolute (paths from [`Layout`] already are; this guards `CARGO_TARGET_DIR`).

@@ -61,7 +61,10 @@ fn execute(cli: &Cli) -> Result<()> {
 /// Builds the kernel and the ISO; returns the ISO's absolute path.
 fn image(layout: &Layout, profile: Profile) -> Result<PathBuf> {
     let kernel = build_kernel(layout, profile)?;
-    make_iso(layout, &kernel)
+    let extra = std::env::var_os("EXTRA_APPS").map(std::path::PathBuf::from);
+    let wasm = keel_toolchain::apps::collect_wasm(layout, extra.as_deref())?;
+    let apps = keel_toolchain::apps::precompile(layout, &wasm)?;
+    make_iso(layout, &kernel, &apps)
 }
 
 /// Builds the image and replaces this process with an interactive QEMU.

@@ -187,6 +187,8 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     if let Some(acpi) = acpi {
         SOFT_OFF.call_once(|| acpi.soft_off);
     }
+    crate::programs::register(boot_programs(&info));
+    keel_console::set_interrupt_hook(crate::programs::interrupt_foreground);
     drop(copy);
     keel_task::init(symbols::boot_stack());
     let boot_ms = keel_time::now_ns() / 1_000_000;
@@ -198,7 +200,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     let shell = keel_task::Builder::new("shell")
         .critical()
         .stack_size(256 * 1024)
-        .spawn(|| keel_shell::run(crate::commands::COMMANDS));
+        .spawn(|| keel_shell::run(crate::commands::COMMANDS, crate::programs::run_by_name));
     if shell.is_err() {
         fail("could not start the shell");
     }
@@ -396,4 +398,35 @@ pub fn power_off() {
         keel_arch::power::acpi_soft_off(*port, *slp_typ);
     }
     keel_arch::power::qemu_debug_exit(0);
+}
+
+/// The multiboot2 modules, each a precompiled program named by its command line. They lie in
+/// RAM reserved at boot and stay there, reachable through the direct map.
+fn boot_programs(info: &BootInformation) -> alloc::vec::Vec<crate::programs::BootProgram> {
+    let mut programs = alloc::vec::Vec::new();
+    for module in info.module_tags() {
+        let name = module.cmdline().unwrap_or("").trim();
+        let start = module.start_address() as u64;
+        let len = (module.end_address() as u64).saturating_sub(start);
+        if name.is_empty() || len == 0 {
+            log!("boot module at {start:#x} has no name; ignored");
+            continue;
+        }
+        programs.push(crate::programs::BootProgram {
+            name: String::from(name),
+            artifact: module_bytes(start, len),
+        });
+    }
+    if !programs.is_empty() {
+        log!("programs: {} in the boot image", programs.len());
+    }
+    programs
+}
+
+#[allow(unsafe_code)]
+fn module_bytes(start: u64, len: u64) -> &'static [u8] {
+    let virt = keel_memory::phys_to_virt(PhysAddr::new(start));
+    // SAFETY: the boot loader placed the module in RAM, which `init_memory` reserved (it is never
+    // allocated) and the direct map covers; nothing writes it.
+    unsafe { core::slice::from_raw_parts(virt.as_ptr::<u8>(), len as usize) }
 }

@@ -32,6 +32,16 @@ pub static COMMANDS: &[Command] = &[
         run: bench::run,
     },
     Command {
+        name: "run",
+        usage: "run <program> [args...] - run a WebAssembly program (or type its name)",
+        run: crate::programs::run,
+    },
+    Command {
+        name: "apps",
+        usage: "apps - the WebAssembly programs in the boot image",
+        run: crate::programs::apps,
+    },
+    Command {
         name: "uname",
         usage: "uname - kernel name, version and boot facts",
         run: uname,

@@ -11,9 +11,13 @@ extern crate alloc;
 mod bench;
 mod boot;
 mod commands;
+mod programs;
 mod selftest;
+mod tty;
 
 use keel_heap::KernelHeap;
+// Wasmtime's platform symbols live there; nothing names them from Rust.
+use keel_wasm_platform as _;
 
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap::new();

@@ -102,12 +102,24 @@ static INPUT: IrqSafeMutex<InputRing> = IrqSafeMutex::new(InputRing {
 });
 static DROPPED_INPUT: AtomicUsize = AtomicUsize::new(0);
 
+/// Called with Ctrl-C (0x03) as it arrives; returns true if it took care of it (then the byte is
+/// not buffered), e.g. by interrupting the program in the foreground.
+pub type InterruptHook = fn() -> bool;
+static INTERRUPT_HOOK: Once<InterruptHook> = Once::new();
+
+pub fn set_interrupt_hook(hook: InterruptHook) {
+    INTERRUPT_HOOK.call_once(|| hook);
+}
+
 /// Moves received bytes from the UART into the input buffer (called from the serial IRQ, and
 /// by readers in case an interrupt was missed). Returns whether anything arrived.
 pub fn drain_uart() -> bool {
     let mut any = false;
     while let Some(byte) = keel_arch::serial::try_read_byte() {
         any = true;
+        if byte == 0x03 && INTERRUPT_HOOK.get().is_some_and(|hook| hook()) {
+            continue;
+        }
         let mut ring = INPUT.lock();
         if ring.len == INPUT_CAPACITY {
             DROPPED_INPUT.fetch_add(1, Ordering::Relaxed);

@@ -11,11 +11,14 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 mod error;
 mod frames;
 mod mapped;
 mod pages;
 mod paging;
+mod reservation;
 
 pub use error::MemoryError;
 pub use frames::{
@@ -27,6 +30,7 @@ pub use pages::{AllocatedPages, allocate_pages, allocate_pages_aligned, page_sta
 pub use paging::{
     FirmwareView, KernelSection, init_kernel_address_space, map, map_new, translate, view_firmware,
 };
+pub use reservation::{Protection, Reservation};
 pub use x86_64::{PhysAddr, VirtAddr};
 
 pub const PAGE_SIZE: u64 = 4096;

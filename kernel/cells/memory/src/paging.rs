@@ -302,3 +302,44 @@ pub fn view_firmware(start: PhysAddr, size: u64) -> Result<FirmwareView, MemoryE
         offset: start - first,
     })
 }
+
+/// Maps one page to the first frame of `frames` (the caller keeps owning the frames and must
+/// unmap the page before dropping them).
+pub(crate) fn map_page(
+    page: VirtAddr,
+    frames: &AllocatedFrames,
+    flags: MapFlags,
+) -> Result<(), MemoryError> {
+    let pte = pte_flags(flags);
+    with_table(|table| {
+        let page = Page::<Size4KiB>::containing_address(page);
+        let frame = PhysFrame::containing_address(frames.start_address());
+        // SAFETY: the page belongs to a reservation of the caller and the frame is owned by the
+        // caller until it unmaps the page.
+        unsafe { table.map_to_with_table_flags(page, frame, pte, TABLE_FLAGS, &mut TableFrames) }
+            .map(|flush| flush.flush())
+            .map_err(map_error)
+    })?
+}
+
+pub(crate) fn unmap_page(page: VirtAddr) {
+    let _ = with_table(|table| {
+        if let Ok((_, flush)) = table.unmap(Page::<Size4KiB>::containing_address(page)) {
+            flush.flush();
+        }
+    });
+}
+
+pub(crate) fn update_page(page: VirtAddr, flags: MapFlags) -> Result<(), MemoryError> {
+    let pte = pte_flags(flags);
+    with_table(|table| {
+        // SAFETY: the caller owns the mapping (see `map_page`).
+        match unsafe { table.update_flags(Page::<Size4KiB>::containing_address(page), pte) } {
+            Ok(flush) => {
+                flush.flush();
+                Ok(())
+            }
+            Err(_) => Err(MemoryError::NotMapped),
+        }
+    })?
+}

@@ -32,7 +32,8 @@ pub fn on_serial_interrupt() {
     }
 }
 
-fn read_byte() -> u8 {
+/// Waits for the next byte typed on the console.
+pub fn read_byte() -> u8 {
     INPUT_READY.wait_until(|| {
         keel_console::drain_uart();
         keel_console::try_read_byte()
@@ -57,8 +58,13 @@ const BUILTINS: &[Command] = &[
     },
 ];
 
-/// Runs the shell forever with the built-in commands plus `extra`.
-pub fn run(extra: &'static [Command]) -> ! {
+/// Tried for a word that names no command (for example, a program to run by its name):
+/// `None` means "not mine either".
+pub type Fallback = fn(&str, &[String]) -> Option<Result<(), String>>;
+
+/// Runs the shell forever with the built-in commands plus `extra`, and `fallback` for other
+/// words.
+pub fn run(extra: &'static [Command], fallback: Fallback) -> ! {
     let mut editor = LineEditor::new(64, 256);
     let mut out = String::new();
     write_raw(PROMPT.as_bytes());
@@ -70,13 +76,13 @@ pub fn run(extra: &'static [Command]) -> ! {
         match outcome {
             Outcome::Pending | Outcome::EndOfInput => continue,
             Outcome::Interrupted => {}
-            Outcome::Submitted(line) => execute(&line, extra),
+            Outcome::Submitted(line) => execute(&line, extra, fallback),
         }
         write_raw(PROMPT.as_bytes());
     }
 }
 
-fn execute(line: &str, extra: &'static [Command]) {
+fn execute(line: &str, extra: &'static [Command], fallback: Fallback) {
     let words = match split_words(line) {
         Ok(words) => words,
         Err(e) => {
@@ -101,7 +107,11 @@ fn execute(line: &str, extra: &'static [Command]) {
                 println!("{}: {}", command.name, message);
             }
         }
-        None => println!("unknown command: {name} (try 'help')"),
+        None => match fallback(name, args) {
+            Some(Ok(())) => {}
+            Some(Err(message)) => println!("{name}: {message}"),
+            None => println!("unknown command: {name} (try 'help')"),
+        },
     }
 }
 

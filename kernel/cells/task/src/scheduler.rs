@@ -74,6 +74,9 @@ pub(crate) struct Task {
     name: String,
     /// Kernel tasks (idle, shell) cannot be killed.
     critical: bool,
+    /// Killed only by noticing [`kill_requested`] itself (tasks running WebAssembly, whose
+    /// frames the unwinder cannot walk), never by an unwind injected from outside.
+    cooperative_kill: bool,
     state: AtomicU8,
     pub(crate) context: UnsafeCell<SavedContext>,
     stack: IrqSafeMutex<Option<Stack>>,
@@ -83,6 +86,8 @@ pub(crate) struct Task {
     /// Set once the task has exited and its stack is freed.
     reaped: AtomicBool,
     joiners: WaitQueue,
+    /// One word of task-local storage (Wasmtime keeps its per-thread state pointer here).
+    tls: AtomicU64,
 }
 
 impl Task {
@@ -124,6 +129,7 @@ pub fn init(boot_stack: Range<u64>) {
         id: 0,
         name: "idle".to_owned(),
         critical: true,
+        cooperative_kill: false,
         state: AtomicU8::new(TaskState::Running as u8),
         context: UnsafeCell::new(SavedContext::new(0)),
         stack: IrqSafeMutex::new(None),
@@ -132,6 +138,7 @@ pub fn init(boot_stack: Range<u64>) {
         failure: IrqSafeMutex::new(None),
         reaped: AtomicBool::new(false),
         joiners: WaitQueue::new(),
+        tls: AtomicU64::new(0),
     });
     {
         let mut s = SCHEDULER.lock();
@@ -283,7 +290,8 @@ pub fn sleep(duration: Duration) {
 pub(crate) fn unwind_if_killed() {
     let task = current_task();
     // Taking the request (swap) makes sure one kill starts one unwind, not one per tick.
-    if !task.critical && task.kill_requested.swap(false, Ordering::AcqRel) {
+    if !task.critical && !task.cooperative_kill && task.kill_requested.swap(false, Ordering::AcqRel)
+    {
         drop(task);
         let _ = keel_unwind::start_unwind(Failure::Killed);
         on_uncaught(Failure::Killed);
@@ -319,7 +327,8 @@ fn on_tick(context: &mut InterruptedContext) {
         schedule();
     }
     let task = current_task();
-    if !task.critical && task.kill_requested.swap(false, Ordering::AcqRel) {
+    if !task.critical && !task.cooperative_kill && task.kill_requested.swap(false, Ordering::AcqRel)
+    {
         drop(task);
         keel_unwind::unwind_interrupted(context, AsyncCause::Kill);
     }
@@ -391,6 +400,7 @@ pub struct Builder {
     name: String,
     stack_size: usize,
     critical: bool,
+    cooperative_kill: bool,
 }
 
 impl Builder {
@@ -399,12 +409,19 @@ impl Builder {
             name: name.to_owned(),
             stack_size: DEFAULT_STACK_SIZE,
             critical: false,
+            cooperative_kill: false,
         }
     }
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(8 * 1024);
         self
     }
+    /// A task that ends itself when it sees [`kill_requested`] instead of being unwound.
+    pub fn cooperative_kill(mut self) -> Self {
+        self.cooperative_kill = true;
+        self
+    }
+
     /// A kernel task that `kill` refuses.
     pub fn critical(mut self) -> Self {
         self.critical = true;
@@ -440,6 +457,7 @@ impl Builder {
             id,
             name: self.name,
             critical: self.critical,
+            cooperative_kill: self.cooperative_kill,
             state: AtomicU8::new(TaskState::Ready as u8),
             context: UnsafeCell::new(SavedContext::new(rsp)),
             stack: IrqSafeMutex::new(Some(Stack {
@@ -451,6 +469,7 @@ impl Builder {
             failure: IrqSafeMutex::new(None),
             reaped: AtomicBool::new(false),
             joiners: WaitQueue::new(),
+            tls: AtomicU64::new(0),
         });
         {
             let mut s = SCHEDULER.lock();
@@ -518,8 +537,8 @@ impl fmt::Display for KillError {
     }
 }
 
-/// Asks task `id` to die and waits (up to `timeout`) until it has. Returns its name.
-pub fn kill(id: TaskId, timeout: Duration) -> Result<String, KillError> {
+/// Asks task `id` to die without waiting (usable from an interrupt handler).
+pub fn request_kill(id: TaskId) -> Result<(), KillError> {
     let task = SCHEDULER
         .lock()
         .tasks
@@ -530,7 +549,21 @@ pub fn kill(id: TaskId, timeout: Duration) -> Result<String, KillError> {
         return Err(KillError::KernelTask(id, task.name.clone()));
     }
     task.kill_requested.store(true, Ordering::Release);
-    wake(&task);
+    if !task.cooperative_kill {
+        wake(&task);
+    }
+    Ok(())
+}
+
+/// Asks task `id` to die and waits (up to `timeout`) until it has. Returns its name.
+pub fn kill(id: TaskId, timeout: Duration) -> Result<String, KillError> {
+    let task = SCHEDULER
+        .lock()
+        .tasks
+        .get(&id)
+        .cloned()
+        .ok_or(KillError::NoSuchTask(id))?;
+    request_kill(id)?;
     let deadline = ticks() + (timeout.as_millis() as u64 * TICK_HZ / 1000).max(1);
     while !task.reaped.load(Ordering::Acquire) && ticks() < deadline {
         sleep(Duration::from_millis(1));
@@ -568,4 +601,29 @@ pub fn idle_loop() -> ! {
             keel_arch::cpu::enable_interrupts_and_halt();
         }
     }
+}
+
+/// The current task's task-local word.
+pub fn tls_get() -> u64 {
+    SCHEDULER
+        .lock()
+        .current
+        .as_ref()
+        .map_or(0, |t| t.tls.load(Ordering::Relaxed))
+}
+
+/// Sets the current task's task-local word.
+pub fn tls_set(value: u64) {
+    if let Some(t) = SCHEDULER.lock().current.as_ref() {
+        t.tls.store(value, Ordering::Relaxed);
+    }
+}
+
+/// Whether someone asked the current task to end (for tasks that end themselves).
+pub fn kill_requested() -> bool {
+    SCHEDULER
+        .lock()
+        .current
+        .as_ref()
+        .is_some_and(|t| t.kill_requested.load(Ordering::Acquire))
 }

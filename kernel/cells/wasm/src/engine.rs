@@ -1,0 +1,96 @@
+//! The kernel's one Wasmtime engine and the loading of precompiled programs.
+
+use alloc::string::{String, ToString};
+use core::fmt;
+use raw_cpuid::CpuId;
+use spin::Once;
+use wasmtime::{Config, Engine, Module};
+
+static ENGINE: Once<Result<Engine, String>> = Once::new();
+
+/// Answers Wasmtime's questions about this CPU. Only features the kernel has enabled count: AVX
+/// and friends need OSXSAVE and XCR0 set up, which Keel does not do, so they are reported absent.
+fn cpu_has(feature: &str) -> Option<bool> {
+    let cpuid = CpuId::new();
+    let info = cpuid.get_feature_info()?;
+    let extended = cpuid.get_extended_processor_and_feature_identifiers();
+    let ext_features = cpuid.get_extended_feature_info();
+    Some(match feature {
+        "sse3" => info.has_sse3(),
+        "ssse3" => info.has_ssse3(),
+        "sse4.1" => info.has_sse41(),
+        "sse4.2" => info.has_sse42(),
+        "popcnt" => info.has_popcnt(),
+        "lzcnt" => extended.is_some_and(|e| e.has_lzcnt()),
+        "bmi1" => ext_features.as_ref().is_some_and(|e| e.has_bmi1()),
+        "bmi2" => ext_features.as_ref().is_some_and(|e| e.has_bmi2()),
+        "avx" | "avx2" | "fma" | "avx512f" | "avx512vl" | "avx512dq" | "avx512bitalg"
+        | "avx512vbmi" | "cmpxchg16b" | "f16c" => false,
+        _ => return None,
+    })
+}
+
+/// The engine, created on first use. An error says why Wasm cannot run on this machine.
+pub fn engine() -> Result<&'static Engine, &'static str> {
+    ENGINE
+        .call_once(|| {
+            let mut config = Config::new();
+            keel_wasm_config::configure(&mut config);
+            // SAFETY-free API use: `cpu_has` reports only what this CPU and kernel support.
+            #[allow(unsafe_code)]
+            let config = {
+                // SAFETY: `cpu_has` answers from CPUID and reports only features the kernel
+                // has enabled, which is what Wasmtime requires of the detector.
+                unsafe { config.detect_host_feature(cpu_has) };
+                config
+            };
+            Engine::new(&config).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| e.as_str())
+}
+
+/// A loaded, ready-to-instantiate program.
+#[derive(Clone)]
+pub struct Program {
+    pub name: String,
+    pub module: Module,
+}
+
+/// Why a program could not be loaded.
+#[derive(Debug, Clone)]
+pub enum LoadError {
+    NoEngine(String),
+    /// The artifact is not one this kernel accepts (corrupt, truncated, another Wasmtime version
+    /// or other settings, or CPU features this machine lacks); Wasmtime's reason.
+    Rejected(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::NoEngine(why) => write!(f, "WebAssembly is unavailable: {why}"),
+            LoadError::Rejected(why) => write!(f, "not a usable Keel program: {why}"),
+        }
+    }
+}
+
+/// Checks and loads a precompiled module.
+pub fn load(name: &str, artifact: &[u8]) -> Result<Program, LoadError> {
+    let engine = engine().map_err(|e| LoadError::NoEngine(e.to_string()))?;
+    if Engine::detect_precompiled(artifact).is_none() {
+        return Err(LoadError::Rejected(String::from(
+            "not a precompiled Wasmtime module",
+        )));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: Wasmtime validates the artifact's header, version, settings and CPU features
+    // before using it; the bytes themselves come from the boot image, which the kernel trusts
+    // to hold what `keel-aot` wrote (as it trusts its own code).
+    let module = unsafe { Module::deserialize(engine, artifact) }
+        .map_err(|e| LoadError::Rejected(alloc::format!("{e:#}")))?;
+    Ok(Program {
+        name: name.to_string(),
+        module,
+    })
+}

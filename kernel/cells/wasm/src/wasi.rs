@@ -1,0 +1,466 @@
+//! A WASI preview1 host: the calls wasi-libc programs make. Console I/O, arguments and
+//! environment, clocks, randomness and exit are implemented; calls that need a file system answer
+//! `ENOSYS` until one exists; anything else a module imports from `wasi_snapshot_preview1` also
+//! answers `ENOSYS`.
+
+use crate::Program;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use wasmtime::{
+    Caller, Extern, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    Val, WasmBacktrace,
+};
+
+const MODULE: &str = "wasi_snapshot_preview1";
+
+mod errno {
+    pub const SUCCESS: i32 = 0;
+    pub const BADF: i32 = 8;
+    pub const FAULT: i32 = 21;
+    pub const INVAL: i32 = 28;
+    pub const NOSYS: i32 = 52;
+    pub const SPIPE: i32 = 70;
+}
+
+/// Per-program state, owned by its store.
+pub struct Ctx {
+    stdin: StdinReader,
+    args: Vec<String>,
+    env: Vec<String>,
+    limits: StoreLimits,
+    random_state: u64,
+}
+
+/// Fills the buffer with console input (blocking); 0 means end of input.
+pub type StdinReader = fn(&mut [u8]) -> usize;
+
+/// `proc_exit` unwinds the program with this value.
+#[derive(Debug)]
+struct Exit(i32);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit({})", self.0)
+    }
+}
+
+impl core::error::Error for Exit {}
+
+/// How a program ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    /// It trapped: the trap's name and the Wasm backtrace, innermost frame first.
+    Trapped {
+        trap: String,
+        backtrace: Vec<String>,
+    },
+    Killed,
+}
+
+#[derive(Debug, Clone)]
+pub enum RunError {
+    Instantiate(String),
+    NoStart,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Instantiate(why) => write!(f, "cannot start: {why}"),
+            RunError::NoStart => f.write_str("not a command module (no `_start` export)"),
+        }
+    }
+}
+
+fn memory(caller: &mut Caller<'_, Ctx>) -> Option<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Reads `len` bytes at `ptr` of the caller's memory, or `None` if out of bounds.
+fn read_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, len: u32) -> Option<Vec<u8>> {
+    let mem = memory(caller)?;
+    let data = mem.data(&caller);
+    let start = ptr as usize;
+    data.get(start..start.checked_add(len as usize)?)
+        .map(|s| s.to_vec())
+}
+
+fn write_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, bytes: &[u8]) -> bool {
+    let Some(mem) = memory(caller) else {
+        return false;
+    };
+    let data = mem.data_mut(caller);
+    let start = ptr as usize;
+    match start
+        .checked_add(bytes.len())
+        .and_then(|end| data.get_mut(start..end))
+    {
+        Some(dest) => {
+            dest.copy_from_slice(bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+fn write_u32(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u32) -> bool {
+    write_bytes(caller, ptr, &value.to_le_bytes())
+}
+
+fn write_u64(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u64) -> bool {
+    write_bytes(caller, ptr, &value.to_le_bytes())
+}
+
+/// Terminal output: LF becomes CRLF.
+fn console_write(bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        keel_console::write_raw(&rest[..pos]);
+        keel_console::write_raw(b"\r\n");
+        rest = &rest[pos + 1..];
+    }
+    keel_console::write_raw(rest);
+}
+
+fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
+    if fd != 0 {
+        return errno::BADF;
+    }
+    let Some(table) = read_bytes(
+        &mut caller,
+        iovs as u32,
+        (iovs_len as u32).saturating_mul(8),
+    ) else {
+        return errno::FAULT;
+    };
+    // One read fills at most the first non-empty buffer, as a terminal read returns one line.
+    let mut count = 0;
+    for iov in table.chunks_exact(8) {
+        let buf = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+        let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]).min(64 * 1024);
+        if len == 0 {
+            continue;
+        }
+        let mut bytes = alloc::vec![0u8; len as usize];
+        count = (caller.data().stdin)(&mut bytes);
+        if !write_bytes(&mut caller, buf, &bytes[..count]) {
+            return errno::FAULT;
+        }
+        break;
+    }
+    if write_u32(&mut caller, nread as u32, count as u32) {
+        errno::SUCCESS
+    } else {
+        errno::FAULT
+    }
+}
+
+fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
+    if fd != 1 && fd != 2 {
+        return errno::BADF;
+    }
+    let Some(table) = read_bytes(
+        &mut caller,
+        iovs as u32,
+        (iovs_len as u32).saturating_mul(8),
+    ) else {
+        return errno::FAULT;
+    };
+    let mut total = 0u32;
+    for iov in table.chunks_exact(8) {
+        let buf = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+        let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+        let Some(bytes) = read_bytes(&mut caller, buf, len) else {
+            return errno::FAULT;
+        };
+        console_write(&bytes);
+        total = total.saturating_add(len);
+    }
+    if write_u32(&mut caller, nwritten as u32, total) {
+        errno::SUCCESS
+    } else {
+        errno::FAULT
+    }
+}
+
+/// Lays out NUL-terminated strings for `args_get`/`environ_get`.
+fn put_strings(caller: &mut Caller<'_, Ctx>, strings: &[String], ptrs: u32, buf: u32) -> i32 {
+    let mut offset = 0u32;
+    for (i, s) in strings.iter().enumerate() {
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.push(0);
+        if !write_u32(caller, ptrs + 4 * i as u32, buf + offset)
+            || !write_bytes(caller, buf + offset, &bytes)
+        {
+            return errno::FAULT;
+        }
+        offset += bytes.len() as u32;
+    }
+    errno::SUCCESS
+}
+
+fn put_sizes(caller: &mut Caller<'_, Ctx>, strings: &[String], count: u32, size: u32) -> i32 {
+    let total: usize = strings.iter().map(|s| s.len() + 1).sum();
+    if write_u32(caller, count, strings.len() as u32) && write_u32(caller, size, total as u32) {
+        errno::SUCCESS
+    } else {
+        errno::FAULT
+    }
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    // xorshift64*, seeded from the TSC; a CSPRNG seeded by RDSEED replaces it with the VFS work.
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
+    linker.func_wrap(MODULE, "fd_write", fd_write)?;
+    linker.func_wrap(MODULE, "fd_read", fd_read)?;
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
+            let args = c.data().args.clone();
+            put_sizes(&mut c, &args, count as u32, size as u32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "args_get",
+        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+            let args = c.data().args.clone();
+            put_strings(&mut c, &args, ptrs as u32, buf as u32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
+            let env = c.data().env.clone();
+            put_sizes(&mut c, &env, count as u32, size as u32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+            let env = c.data().env.clone();
+            put_strings(&mut c, &env, ptrs as u32, buf as u32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_c: Caller<'_, Ctx>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(Exit(code)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_time_get",
+        |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
+            if !(0..=3).contains(&id) {
+                return errno::INVAL;
+            }
+            if write_u64(&mut c, out as u32, keel_time::now_ns()) {
+                errno::SUCCESS
+            } else {
+                errno::FAULT
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
+            if !(0..=3).contains(&id) {
+                return errno::INVAL;
+            }
+            if write_u64(&mut c, out as u32, 1) {
+                errno::SUCCESS
+            } else {
+                errno::FAULT
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "random_get",
+        |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
+            let mut state = c.data().random_state;
+            let bytes: Vec<u8> = (0..len.max(0) as usize)
+                .map(|_| next_random(&mut state) as u8)
+                .collect();
+            c.data_mut().random_state = state;
+            if write_bytes(&mut c, buf as u32, &bytes) {
+                errno::SUCCESS
+            } else {
+                errno::FAULT
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+            if !(0..=2).contains(&fd) {
+                return errno::BADF;
+            }
+            let mut stat = [0u8; 24];
+            stat[0] = 2; // character device
+            stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            if write_bytes(&mut c, out as u32, &stat) {
+                errno::SUCCESS
+            } else {
+                errno::FAULT
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_c: Caller<'_, Ctx>, _fd: i32, _out: i32| errno::BADF,
+    )?;
+    linker.func_wrap(MODULE, "fd_close", |_c: Caller<'_, Ctx>, fd: i32| {
+        if (0..=2).contains(&fd) {
+            errno::SUCCESS
+        } else {
+            errno::BADF
+        }
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_seek",
+        |_c: Caller<'_, Ctx>, fd: i32, _offset: i64, _whence: i32, _out: i32| {
+            if (0..=2).contains(&fd) {
+                errno::SPIPE
+            } else {
+                errno::BADF
+            }
+        },
+    )?;
+    linker.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, Ctx>| {
+        keel_task::yield_now();
+        errno::SUCCESS
+    })?;
+    Ok(())
+}
+
+/// Defines every other WASI import of `module` as a function that answers `ENOSYS`.
+fn add_unimplemented(linker: &mut Linker<Ctx>, program: &Program) -> wasmtime::Result<()> {
+    for import in program.module.imports() {
+        if import.module() != MODULE || IMPLEMENTED.contains(&import.name()) {
+            continue;
+        }
+        if let wasmtime::ExternType::Func(ty) = import.ty() {
+            let returns_errno = ty.results().len() == 1;
+            linker.func_new(MODULE, import.name(), ty, move |_c, _params, results| {
+                if returns_errno && let Some(r) = results.first_mut() {
+                    *r = Val::I32(errno::NOSYS);
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The calls `add_wasi` defines.
+const IMPLEMENTED: &[&str] = &[
+    "fd_write",
+    "fd_read",
+    "args_sizes_get",
+    "args_get",
+    "environ_sizes_get",
+    "environ_get",
+    "proc_exit",
+    "clock_time_get",
+    "clock_res_get",
+    "random_get",
+    "fd_fdstat_get",
+    "fd_prestat_get",
+    "fd_close",
+    "fd_seek",
+    "sched_yield",
+];
+
+/// Memory a program may use at most.
+pub const MEMORY_LIMIT: usize = 64 << 20;
+
+/// Runs `program`'s `_start` with `args` (args[0] is the program name) on the current task.
+pub fn run(
+    program: &Program,
+    args: Vec<String>,
+    stdin: StdinReader,
+) -> Result<ExitStatus, RunError> {
+    let engine = program.module.engine();
+    let ctx = Ctx {
+        stdin,
+        args,
+        env: alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")],
+        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
+        random_state: keel_arch_seed(),
+    };
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|ctx| &mut ctx.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_ctx| {
+        if keel_task::kill_requested() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Continue(1))
+        }
+    });
+    let mut linker = Linker::new(engine);
+    add_wasi(&mut linker).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    add_unimplemented(&mut linker, program).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    let instance = linker
+        .instantiate(&mut store, &program.module)
+        .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|_| RunError::NoStart)?;
+    Ok(match start.call(&mut store, ()) {
+        Ok(()) => ExitStatus::Exited(0),
+        Err(error) => {
+            if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+                ExitStatus::Exited(*code)
+            } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+                && keel_task::kill_requested()
+            {
+                ExitStatus::Killed
+            } else {
+                let trap = match error.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{error:#}"),
+                };
+                let backtrace = error
+                    .downcast_ref::<WasmBacktrace>()
+                    .map(|bt| {
+                        bt.frames()
+                            .iter()
+                            .map(|f| match f.func_name() {
+                                Some(name) => name.to_string(),
+                                None => format!("func[{}]", f.func_index()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ExitStatus::Trapped { trap, backtrace }
+            }
+        }
+    })
+}
+
+fn keel_arch_seed() -> u64 {
+    keel_time::now_ns() | 1
+}

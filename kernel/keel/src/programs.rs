@@ -1,0 +1,132 @@
+//! WebAssembly programs carried in the boot image (multiboot2 modules named by their command
+//! line), and the `run` and `apps` commands.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+use keel_console::println;
+use keel_sync::Once;
+use keel_task::{Builder, Mutex};
+use keel_wasm::{ExitStatus, Program};
+
+/// A precompiled program as the boot loader left it in memory.
+pub struct BootProgram {
+    pub name: String,
+    pub artifact: &'static [u8],
+}
+
+static BOOT_PROGRAMS: Once<Vec<BootProgram>> = Once::new();
+static LOADED: Mutex<BTreeMap<String, Program>> = Mutex::new(BTreeMap::new());
+static EPOCH_TICKER: Once<()> = Once::new();
+/// The program the shell is waiting for: Ctrl-C ends it.
+static FOREGROUND: AtomicU64 = AtomicU64::new(0);
+
+/// The console's Ctrl-C hook: interrupts the foreground program, if any.
+pub fn interrupt_foreground() -> bool {
+    let id = FOREGROUND.load(Ordering::Acquire);
+    id != 0 && keel_task::request_kill(id).is_ok()
+}
+
+/// Each program task gets this much kernel stack: more than Wasmtime's Wasm stack limit plus the
+/// host calls made from it.
+const PROGRAM_STACK: usize = 1 << 20;
+
+pub fn register(programs: Vec<BootProgram>) {
+    BOOT_PROGRAMS.call_once(|| programs);
+}
+
+fn boot_programs() -> &'static [BootProgram] {
+    BOOT_PROGRAMS.get().map_or(&[], |p| p.as_slice())
+}
+
+/// Loads (once) and returns the program `name`.
+fn program(name: &str) -> Result<Program, String> {
+    if let Some(program) = LOADED.lock().get(name) {
+        return Ok(program.clone());
+    }
+    let boot = boot_programs()
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("no program named '{name}' (try 'apps')"))?;
+    let program = keel_wasm::load(name, boot.artifact).map_err(|e| e.to_string())?;
+    LOADED.lock().insert(name.to_string(), program.clone());
+    Ok(program)
+}
+
+/// Wasmtime's epoch interruption is how a running program notices `kill`: a kernel task
+/// advances the epoch every 10 ms.
+fn start_epoch_ticker() {
+    EPOCH_TICKER.call_once(|| {
+        if let Ok(engine) = keel_wasm::engine() {
+            let _ = Builder::new("wasm-epoch").critical().spawn(move || {
+                loop {
+                    keel_task::sleep(Duration::from_millis(10));
+                    engine.increment_epoch();
+                }
+            });
+        }
+    });
+}
+
+/// Runs `name` with `args` in its own task and store, and reports how it ended.
+pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
+    let program = program(name)?;
+    start_epoch_ticker();
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(name.to_string());
+    argv.extend(args.iter().cloned());
+    let handle = Builder::new(name)
+        .stack_size(PROGRAM_STACK)
+        .cooperative_kill()
+        .spawn(move || keel_wasm::run(&program, argv, crate::tty::read_stdin))
+        .map_err(|e| format!("cannot start a task: {e}"))?;
+    FOREGROUND.store(handle.id(), Ordering::Release);
+    let outcome = handle.join();
+    FOREGROUND.store(0, Ordering::Release);
+    match outcome {
+        Ok(Ok(ExitStatus::Exited(0))) => {}
+        Ok(Ok(ExitStatus::Exited(code))) => println!("{name}: exited with status {code}"),
+        Ok(Ok(ExitStatus::Killed)) => println!("{name}: killed"),
+        Ok(Ok(ExitStatus::Trapped { trap, backtrace })) => {
+            println!("{name}: trapped: {trap}");
+            const SHOWN: usize = 12;
+            for frame in backtrace.iter().take(SHOWN) {
+                println!("    at {frame}");
+            }
+            if backtrace.len() > SHOWN {
+                println!("    ... {} more frames", backtrace.len() - SHOWN);
+            }
+        }
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(failure) => println!("{name}: task {failure}"),
+    }
+    Ok(())
+}
+
+/// `run <program> [args...]`
+pub fn run(args: &[String]) -> Result<(), String> {
+    let (name, rest) = args.split_first().ok_or("usage: run <program> [args...]")?;
+    run_program(name, rest)
+}
+
+/// `apps`: the programs in the boot image.
+pub fn apps(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err(String::from("takes no arguments"));
+    }
+    for p in boot_programs() {
+        println!("{:<12} {:>8} bytes", p.name, p.artifact.len());
+    }
+    Ok(())
+}
+
+/// The shell's fallback: a bare program name runs it.
+pub fn run_by_name(name: &str, args: &[String]) -> Option<Result<(), String>> {
+    boot_programs()
+        .iter()
+        .any(|p| p.name == name)
+        .then(|| run_program(name, args))
+}

@@ -1,0 +1,36 @@
+//! `keel-aot IN.wasm OUT.cwasm`: compiles a WebAssembly module ahead of time for Keel.
+#![deny(unsafe_code)]
+
+use anyhow::{Context, Result, anyhow, bail};
+use wasmtime::{Config, Engine};
+
+fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    keel_wasm_config::configure(&mut config);
+    config
+        .target(keel_wasm_config::TARGET)
+        .map_err(|e| anyhow!("target {}: {e:#}", keel_wasm_config::TARGET))?;
+    for flag in keel_wasm_config::REQUIRED_CPU_FEATURES {
+        #[allow(unsafe_code)]
+        // SAFETY: the kernel checks at load time that the CPU has these features (Wasmtime asks
+        // its feature detector for every flag in the artifact) and refuses the module otherwise.
+        unsafe {
+            config.cranelift_flag_enable(flag);
+        }
+    }
+    Engine::new(&config).map_err(|e| anyhow!("creating the engine: {e:#}"))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [input, output] = args.as_slice() else {
+        bail!("usage: keel-aot <in.wasm> <out.cwasm>");
+    };
+    let wasm = std::fs::read(input).with_context(|| format!("reading {input}"))?;
+    let engine = engine()?;
+    let artifact = engine
+        .precompile_module(&wasm)
+        .map_err(|e| anyhow!("compiling {input}: {e:#}"))?;
+    std::fs::write(output, artifact).with_context(|| format!("writing {output}"))?;
+    Ok(())
+}
