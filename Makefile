@@ -30,14 +30,14 @@ run: setup
 test: setup
 	$(CARGO) test
 	@$(KEEL) image
-	$(CARGO) test -p keel-toolchain --test kernel -- --test-threads=2
+	$(CARGO) test -p keel-toolchain --test kernel --test apps -- --test-threads=2
 
 bench: setup
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
 
 clippy: setup
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p keel-toolchain --test kernel -- -D warnings
+	$(CARGO) clippy -p keel-toolchain --test kernel --test apps -- -D warnings
 	@$(KEEL) clippy-kernel
 
 fmt: setup

@@ -92,6 +92,51 @@ pub fn precompile(layout: &Layout, wasm_files: &[PathBuf]) -> Result<Vec<App>> {
     Ok(apps)
 }
 
+/// Artifacts the kernel must refuse, for the tests: `hello` truncated, garbage, and `hello`
+/// compiled with settings other than the kernel's. Named `test-broken-*`.
+pub fn broken_fixtures(layout: &Layout, apps: &[App], wasm_files: &[PathBuf]) -> Result<Vec<App>> {
+    let Some(hello) = apps.iter().find(|a| a.name == "hello") else {
+        return Ok(Vec::new());
+    };
+    let Some(hello_wasm) = wasm_files
+        .iter()
+        .find(|w| app_name(w).is_ok_and(|n| n == "hello"))
+    else {
+        return Ok(Vec::new());
+    };
+    let out = layout.keel_dir().join("apps");
+    let bytes = fs::read(&hello.artifact)?;
+    let truncated = out.join("test-broken-truncated.cwasm");
+    fs::write(&truncated, &bytes[..bytes.len() / 2])?;
+    let garbage = out.join("test-broken-garbage.cwasm");
+    let noise: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(&garbage, noise)?;
+    let settings = out.join("test-broken-settings.cwasm");
+    let aot = layout.root().join("target/release/keel-aot");
+    run_checked(
+        Command::new(&aot)
+            .arg("--other-settings")
+            .arg(hello_wasm)
+            .arg(&settings),
+    )?;
+    Ok(vec![
+        App {
+            name: "test-broken-truncated".into(),
+            artifact: truncated,
+        },
+        App {
+            name: "test-broken-garbage".into(),
+            artifact: garbage,
+        },
+        App {
+            name: "test-broken-settings".into(),
+            artifact: settings,
+        },
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,7 +63,9 @@ fn image(layout: &Layout, profile: Profile) -> Result<PathBuf> {
     let kernel = build_kernel(layout, profile)?;
     let extra = std::env::var_os("EXTRA_APPS").map(std::path::PathBuf::from);
     let wasm = keel_toolchain::apps::collect_wasm(layout, extra.as_deref())?;
-    let apps = keel_toolchain::apps::precompile(layout, &wasm)?;
+    let mut apps = keel_toolchain::apps::precompile(layout, &wasm)?;
+    let broken = keel_toolchain::apps::broken_fixtures(layout, &apps, &wasm)?;
+    apps.extend(broken);
     make_iso(layout, &kernel, &apps)
 }
 

@@ -1,12 +1,17 @@
 //! `keel-aot IN.wasm OUT.cwasm`: compiles a WebAssembly module ahead of time for Keel.
+//! `--other-settings` deliberately uses a setting the kernel does not (a test fixture).
 #![deny(unsafe_code)]
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::{Config, Engine};
 
-fn engine() -> Result<Engine> {
+fn engine(other_settings: bool) -> Result<Engine> {
     let mut config = Config::new();
     keel_wasm_config::configure(&mut config);
+    if other_settings {
+        // Only for the test fixture that shows the kernel refusing foreign settings.
+        config.memory_guard_size(64 << 10);
+    }
     config
         .target(keel_wasm_config::TARGET)
         .map_err(|e| anyhow!("target {}: {e:#}", keel_wasm_config::TARGET))?;
@@ -22,12 +27,16 @@ fn engine() -> Result<Engine> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let other_settings = args.first().is_some_and(|a| a == "--other-settings");
+    if other_settings {
+        args.remove(0);
+    }
     let [input, output] = args.as_slice() else {
-        bail!("usage: keel-aot <in.wasm> <out.cwasm>");
+        bail!("usage: keel-aot [--other-settings] <in.wasm> <out.cwasm>");
     };
     let wasm = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    let engine = engine()?;
+    let engine = engine(other_settings)?;
     let artifact = engine
         .precompile_module(&wasm)
         .map_err(|e| anyhow!("compiling {input}: {e:#}"))?;

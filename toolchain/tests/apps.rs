@@ -1,0 +1,179 @@
+//! QEMU integration tests for WebAssembly programs in Keel: real WASI programs (C, C++, Rust)
+//! AOT-compiled on the host run in the kernel; their traps are contained; broken artifacts are
+//! refused; repeated runs give back their memory. Timeouts are hang guards only.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use keel_toolchain::vm::{PROMPT, Vm};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn with_vm(test: impl FnOnce(&mut Vm) -> Result<()>) {
+    let (mut vm, _) = Vm::boot_to_prompt().unwrap_or_else(|error| panic!("{error:#}"));
+    if let Err(error) = test(&mut vm) {
+        panic!("{:#}", vm.with_transcript(error));
+    }
+}
+
+fn run(vm: &mut Vm, line: &str) -> Result<String> {
+    vm.command_with_timeout(line, RUN_TIMEOUT)
+}
+
+fn field(line: &str, key: &str) -> Result<u64> {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .with_context(|| format!("no {key}= in {line:?}"))?
+        .parse()
+        .with_context(|| format!("{key}= in {line:?} is not a number"))
+}
+
+/// (free frames, heap bytes used) from `mem`.
+fn memory(vm: &mut Vm) -> Result<(u64, u64)> {
+    let out = vm.command("mem")?;
+    let frames = out
+        .lines()
+        .find(|l| l.starts_with("frames:"))
+        .context("no frames line")?;
+    let heap = out
+        .lines()
+        .find(|l| l.starts_with("heap:"))
+        .context("no heap line")?;
+    Ok((field(frames, "free")?, field(heap, "used")?))
+}
+
+#[test]
+fn c_cpp_and_rust_programs_run_with_their_arguments() {
+    with_vm(|vm| {
+        let out = run(vm, "run hello one 'two words'")?;
+        ensure!(
+            out.contains(r#"Hello from WebAssembly on Keel! argv[3]: "hello" "one" "two words""#),
+            "hello: {out:?}"
+        );
+        let out = run(vm, "hello")?;
+        ensure!(
+            out.contains("argv[1]: \"hello\""),
+            "bare name runs the program: {out:?}"
+        );
+        let out = run(vm, "echo hello   world")?;
+        ensure!(out.trim_end() == "hello world", "echo: {out:?}");
+        let out = run(vm, "calc \"2*(3+4)^2 - sqrt(16)\"")?;
+        ensure!(out.trim_end() == "94", "calc: {out:?}");
+        let out = run(vm, "calc 1/0")?;
+        ensure!(
+            out.contains("division by zero") && out.contains("calc: exited with status 1"),
+            "calc error and exit status: {out:?}"
+        );
+        let out = run(vm, "rustinfo 1000")?;
+        ensure!(out.contains("primes below 1000: 168"), "rustinfo: {out:?}");
+        let out = run(vm, "run nosuchprogram")?;
+        ensure!(
+            out.contains("no program named 'nosuchprogram'"),
+            "missing program: {out:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn programs_read_standard_input_from_the_console() {
+    with_vm(|vm| {
+        vm.send_line("sha256sum")?;
+        vm.send_line("abc")?;
+        vm.send_bytes(b"\x04")?;
+        let out = vm.wait_for(PROMPT, RUN_TIMEOUT)?;
+        // SHA-256 of "abc\n".
+        ensure!(
+            out.contains("edeaaff3f1774ad2888673770c6d64097e391bc362d7d6fb34982ddf0efd18cb  -"),
+            "sha256sum of stdin: {out:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn traps_are_reported_and_contained() {
+    with_vm(|vm| {
+        let cases = [
+            ("oob", "out of bounds memory access"),
+            ("unreachable", "wasm `unreachable` instruction executed"),
+            ("div0", "integer divide by zero"),
+            ("stack", "call stack exhausted"),
+        ];
+        for (kind, message) in cases {
+            let out = run(vm, &format!("trap {kind}"))?;
+            ensure!(
+                out.contains(&format!("trap: trapped: wasm trap: {message}")),
+                "{kind}: {out:?}"
+            );
+            ensure!(out.contains("    at "), "{kind}: no backtrace: {out:?}");
+            let up = vm.command("uptime")?;
+            ensure!(up.starts_with("up "), "shell after {kind}: {up:?}");
+        }
+        vm.send_line("trap loop")?;
+        vm.wait_for("looping forever", RUN_TIMEOUT)?;
+        vm.send_bytes(b"\x03")?;
+        let out = vm.wait_for(PROMPT, RUN_TIMEOUT)?;
+        ensure!(
+            out.contains("trap: killed"),
+            "Ctrl-C ends a runaway program: {out:?}"
+        );
+        let ps = vm.command("ps")?;
+        ensure!(
+            !ps.lines().any(|l| l.ends_with(" trap")),
+            "the killed program is gone: {ps:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn broken_artifacts_are_refused_with_a_clear_message() {
+    with_vm(|vm| {
+        for name in [
+            "test-broken-truncated",
+            "test-broken-garbage",
+            "test-broken-settings",
+        ] {
+            let out = run(vm, name)?;
+            ensure!(
+                out.contains(&format!("{name}: not a usable Keel program:")),
+                "{name}: {out:?}"
+            );
+            ensure!(
+                out.lines().count() == 1,
+                "{name}: one line, not a crash: {out:?}"
+            );
+        }
+        let out = run(vm, "test-broken-settings")?;
+        ensure!(
+            out.to_lowercase().contains("guard"),
+            "names the mismatched setting: {out:?}"
+        );
+        let up = vm.command("uptime")?;
+        ensure!(up.starts_with("up "), "shell still answers: {up:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn two_hundred_runs_return_memory_to_its_baseline() {
+    with_vm(|vm| {
+        // Warm-up: the first runs load and cache the programs, start the epoch task and let the
+        // kernel's tables (task ids, scheduler queues) reach their working size.
+        for i in 0..100 {
+            run(vm, if i % 2 == 0 { "hello" } else { "trap div0" })?;
+        }
+        let before = memory(vm)?;
+        for i in 0..200 {
+            run(vm, if i % 2 == 0 { "hello" } else { "trap div0" })?;
+        }
+        let after = memory(vm)?;
+        ensure!(
+            before == after,
+            "free frames / heap used before {before:?} and after 200 runs {after:?}"
+        );
+        Ok(())
+    });
+}
