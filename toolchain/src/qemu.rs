@@ -176,13 +176,6 @@ mod tests {
     }
 
     #[test]
-    fn free_port_can_be_bound() {
-        let port = free_local_port().unwrap();
-        assert_ne!(port, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
-    }
-
-    #[test]
     fn disk_image_is_created_once() {
         let path = env::temp_dir().join(format!("keel-disk-test-{}.img", std::process::id()));
         let _ = std::fs::remove_file(&path);
