@@ -129,6 +129,40 @@ fn traps_are_reported_and_contained() {
 }
 
 #[test]
+fn background_programs_show_memory_in_ps_and_can_be_killed() {
+    with_vm(|vm| {
+        let out = run(vm, "trap loop &")?;
+        let id: u64 = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix('[')?
+                    .split_once("] trap")
+                    .map(|(id, _)| id.to_string())
+            })
+            .with_context(|| format!("no job line in {out:?}"))?
+            .parse()?;
+        vm.wait_for("looping forever", RUN_TIMEOUT)?;
+        let ps = vm.command("ps")?;
+        let row = ps
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+            .with_context(|| format!("task {id} not in ps: {ps:?}"))?;
+        ensure!(
+            row.contains(" trap  (") && row.ends_with(" KiB)"),
+            "memory column: {row:?}"
+        );
+        let out = vm.command(&format!("kill {id}"))?;
+        ensure!(
+            out.contains(&format!("killed task {id} (trap)")),
+            "kill: {out:?}"
+        );
+        let ps = vm.command("ps")?;
+        ensure!(!ps.contains(" trap"), "killed program still listed: {ps:?}");
+        Ok(())
+    });
+}
+
+#[test]
 fn broken_artifacts_are_refused_with_a_clear_message() {
     with_vm(|vm| {
         for name in [

@@ -119,6 +119,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     keel_arch::serial::init();
     keel_time::calibrate();
     keel_console::set_clock(keel_time::now_ns);
+    keel_time::init_wall_clock();
     log!("Keel {} booting", env!("CARGO_PKG_VERSION"));
     if magic != MULTIBOOT2_MAGIC {
         fail("not started by a multiboot2 loader");

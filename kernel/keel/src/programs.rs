@@ -71,21 +71,11 @@ fn start_epoch_ticker() {
     });
 }
 
-/// Runs `name` with `args` in its own task and store, and reports how it ended.
-pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
-    let program = program(name)?;
-    start_epoch_ticker();
-    let mut argv = Vec::with_capacity(args.len() + 1);
-    argv.push(name.to_string());
-    argv.extend(args.iter().cloned());
-    let handle = Builder::new(name)
-        .stack_size(PROGRAM_STACK)
-        .cooperative_kill()
-        .spawn(move || keel_wasm::run(&program, argv, crate::tty::read_stdin))
-        .map_err(|e| format!("cannot start a task: {e}"))?;
-    FOREGROUND.store(handle.id(), Ordering::Release);
-    let outcome = handle.join();
-    FOREGROUND.store(0, Ordering::Release);
+/// Prints how a program ended (nothing for a clean exit).
+fn report(
+    name: &str,
+    outcome: Result<Result<ExitStatus, keel_wasm::RunError>, keel_task::Failure>,
+) {
     match outcome {
         Ok(Ok(ExitStatus::Exited(0))) => {}
         Ok(Ok(ExitStatus::Exited(code))) => println!("{name}: exited with status {code}"),
@@ -100,8 +90,51 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
                 println!("    ... {} more frames", backtrace.len() - SHOWN);
             }
         }
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => println!("{name}: {e}"),
         Err(failure) => println!("{name}: task {failure}"),
+    }
+}
+
+/// Runs `name` with `args` in its own task and store. In the foreground (the shell waits, and
+/// Ctrl-C ends the program) unless the last argument is `&`; a background program reports its
+/// end itself.
+pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
+    let program = program(name)?;
+    start_epoch_ticker();
+    let background = args.last().is_some_and(|a| a == "&");
+    let args = if background {
+        &args[..args.len() - 1]
+    } else {
+        args
+    };
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(name.to_string());
+    argv.extend(args.iter().cloned());
+    let task_name = name.to_string();
+    let handle = Builder::new(name)
+        .stack_size(PROGRAM_STACK)
+        .cooperative_kill()
+        .spawn(move || {
+            let outcome = keel_wasm::run(&program, argv, crate::tty::read_stdin);
+            if background {
+                report(&task_name, Ok(outcome));
+                None
+            } else {
+                Some(outcome)
+            }
+        })
+        .map_err(|e| format!("cannot start a task: {e}"))?;
+    if background {
+        println!("[{}] {name}", handle.id());
+        return Ok(());
+    }
+    FOREGROUND.store(handle.id(), Ordering::Release);
+    let outcome = handle.join();
+    FOREGROUND.store(0, Ordering::Release);
+    match outcome {
+        Ok(Some(result)) => report(name, Ok(result)),
+        Ok(None) => {}
+        Err(failure) => report(name, Err(failure)),
     }
     Ok(())
 }

@@ -133,3 +133,30 @@ pub mod deliberate_fault {
         };
     }
 }
+
+/// A hardware random number: RDSEED (true entropy) if the CPU has it, else RDRAND. `None` if
+/// neither exists or the CPU keeps reporting exhaustion.
+pub fn hardware_random() -> Option<u64> {
+    let cpuid = CpuId::new();
+    let has_rdseed = cpuid
+        .get_extended_feature_info()
+        .is_some_and(|f| f.has_rdseed());
+    let has_rdrand = cpuid.get_feature_info().is_some_and(|f| f.has_rdrand());
+    for _ in 0..64 {
+        let (value, ok): (u64, u8);
+        if has_rdseed {
+            // SAFETY: RDSEED exists (CPUID); it only writes the output register and CF.
+            unsafe { asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok) };
+        } else if has_rdrand {
+            // SAFETY: RDRAND exists (CPUID); it only writes the output register and CF.
+            unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok) };
+        } else {
+            return None;
+        }
+        if ok == 1 {
+            return Some(value);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}

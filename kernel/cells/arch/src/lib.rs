@@ -15,4 +15,5 @@ pub mod ioapic;
 pub mod pic;
 pub mod pit;
 pub mod power;
+pub mod rtc;
 pub mod serial;

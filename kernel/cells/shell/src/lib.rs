@@ -139,7 +139,17 @@ fn ps(args: &[String]) -> Result<(), String> {
     let tasks = keel_task::task_list();
     println!("  ID  STATE     NAME");
     for t in tasks {
-        println!("{:>4}  {:<8}  {}", t.id, t.state, t.name);
+        if t.memory_use > 0 {
+            println!(
+                "{:>4}  {:<8}  {}  ({} KiB)",
+                t.id,
+                t.state,
+                t.name,
+                t.memory_use / 1024
+            );
+        } else {
+            println!("{:>4}  {:<8}  {}", t.id, t.state, t.name);
+        }
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub use keel_unwind::Failure;
 pub use mutex::{Mutex, MutexGuard};
 pub use scheduler::{
     Builder, JoinHandle, KillError, TICK_HZ, TaskId, TaskInfo, TaskState, current_id, idle_loop,
-    init, kill, kill_requested, request_kill, sleep, spawn, task_list, ticks, tls_get, tls_set,
-    yield_now,
+    init, kill, kill_requested, report_memory_use, request_kill, sleep, spawn, task_list, ticks,
+    tls_get, tls_set, yield_now,
 };
 pub use wait::WaitQueue;

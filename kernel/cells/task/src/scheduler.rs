@@ -88,6 +88,8 @@ pub(crate) struct Task {
     joiners: WaitQueue,
     /// One word of task-local storage (Wasmtime keeps its per-thread state pointer here).
     tls: AtomicU64,
+    /// Memory the task reports holding beyond its stack (a program's linear memory), bytes.
+    memory_use: AtomicU64,
 }
 
 impl Task {
@@ -139,6 +141,7 @@ pub fn init(boot_stack: Range<u64>) {
         reaped: AtomicBool::new(false),
         joiners: WaitQueue::new(),
         tls: AtomicU64::new(0),
+        memory_use: AtomicU64::new(0),
     });
     {
         let mut s = SCHEDULER.lock();
@@ -470,6 +473,7 @@ impl Builder {
             reaped: AtomicBool::new(false),
             joiners: WaitQueue::new(),
             tls: AtomicU64::new(0),
+            memory_use: AtomicU64::new(0),
         });
         {
             let mut s = SCHEDULER.lock();
@@ -577,6 +581,8 @@ pub struct TaskInfo {
     pub id: TaskId,
     pub name: String,
     pub state: TaskState,
+    /// Reported memory beyond the stack (0 if none), bytes.
+    pub memory_use: u64,
 }
 
 pub fn task_list() -> Vec<TaskInfo> {
@@ -587,6 +593,7 @@ pub fn task_list() -> Vec<TaskInfo> {
             id: t.id,
             name: t.name.clone(),
             state: t.state(),
+            memory_use: t.memory_use.load(Ordering::Relaxed),
         })
         .collect()
 }
@@ -626,4 +633,11 @@ pub fn kill_requested() -> bool {
         .current
         .as_ref()
         .is_some_and(|t| t.kill_requested.load(Ordering::Acquire))
+}
+
+/// Records how much memory the current task holds beyond its stack (shown by `ps`).
+pub fn report_memory_use(bytes: u64) {
+    if let Some(t) = SCHEDULER.lock().current.as_ref() {
+        t.memory_use.store(bytes, Ordering::Relaxed);
+    }
 }

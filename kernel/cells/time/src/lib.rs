@@ -7,6 +7,22 @@ use core::time::Duration;
 
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// Wall-clock time (ns since the Unix epoch) at boot, from the RTC.
+static WALL_AT_BOOT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the RTC once and anchors the wall clock to the monotonic clock.
+pub fn init_wall_clock() {
+    let seconds = keel_arch::rtc::unix_seconds();
+    WALL_AT_BOOT_NS.store(
+        (seconds * 1_000_000_000).saturating_sub(now_ns()),
+        Ordering::Relaxed,
+    );
+}
+
+/// Nanoseconds since the Unix epoch (RTC at boot plus the monotonic clock since).
+pub fn wall_clock_ns() -> u64 {
+    WALL_AT_BOOT_NS.load(Ordering::Relaxed) + now_ns()
+}
 
 /// Measures the TSC rate over 10 ms of PIT time and starts the clock. Returns the rate (Hz).
 pub fn calibrate() -> u64 {

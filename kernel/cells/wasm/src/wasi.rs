@@ -8,9 +8,11 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
 use wasmtime::{
-    Caller, Extern, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
-    Val, WasmBacktrace,
+    Caller, Extern, Linker, Memory, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    UpdateDeadline, Val, WasmBacktrace,
 };
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -29,8 +31,37 @@ pub struct Ctx {
     stdin: StdinReader,
     args: Vec<String>,
     env: Vec<String>,
+    limits: MemoryAccounting,
+    random: ChaCha20Rng,
+}
+
+/// Enforces the program's memory limit and reports its linear memory size to the task list.
+struct MemoryAccounting {
     limits: StoreLimits,
-    random_state: u64,
+}
+
+impl ResourceLimiter for MemoryAccounting {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            keel_task::report_memory_use(desired as u64);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
 }
 
 /// Fills the buffer with console input (blocking); 0 means end of input.
@@ -214,12 +245,22 @@ fn put_sizes(caller: &mut Caller<'_, Ctx>, strings: &[String], count: u32, size:
     }
 }
 
-fn next_random(state: &mut u64) -> u64 {
-    // xorshift64*, seeded from the TSC; a CSPRNG seeded by RDSEED replaces it with the VFS work.
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// A ChaCha20 generator for one program, keyed from the CPU's hardware random source (RDSEED,
+/// else RDRAND). Without either, the key mixes time-stamp-counter jitter, which is weaker, and
+/// the boot log says so.
+fn program_rng() -> ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_exact_mut(8) {
+        let word = keel_arch::cpu::hardware_random().unwrap_or_else(|| {
+            let mut mix = 0u64;
+            for _ in 0..64 {
+                mix = mix.rotate_left(7) ^ keel_arch::cpu::read_tsc();
+            }
+            mix
+        });
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    ChaCha20Rng::from_seed(seed)
 }
 
 fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
@@ -268,10 +309,14 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         MODULE,
         "clock_time_get",
         |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
-            if !(0..=3).contains(&id) {
-                return errno::INVAL;
-            }
-            if write_u64(&mut c, out as u32, keel_time::now_ns()) {
+            // 0: realtime; 1: monotonic; 2, 3: process and thread CPU time (approximated by
+            // the monotonic clock).
+            let now = match id {
+                0 => keel_time::wall_clock_ns(),
+                1..=3 => keel_time::now_ns(),
+                _ => return errno::INVAL,
+            };
+            if write_u64(&mut c, out as u32, now) {
                 errno::SUCCESS
             } else {
                 errno::FAULT
@@ -296,11 +341,8 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         MODULE,
         "random_get",
         |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
-            let mut state = c.data().random_state;
-            let bytes: Vec<u8> = (0..len.max(0) as usize)
-                .map(|_| next_random(&mut state) as u8)
-                .collect();
-            c.data_mut().random_state = state;
+            let mut bytes = alloc::vec![0u8; len.max(0) as usize];
+            c.data_mut().random.fill_bytes(&mut bytes);
             if write_bytes(&mut c, buf as u32, &bytes) {
                 errno::SUCCESS
             } else {
@@ -407,8 +449,10 @@ pub fn run(
         stdin,
         args,
         env: alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")],
-        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
-        random_state: keel_arch_seed(),
+        limits: MemoryAccounting {
+            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
+        },
+        random: program_rng(),
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|ctx| &mut ctx.limits);
@@ -459,8 +503,4 @@ pub fn run(
             }
         }
     })
-}
-
-fn keel_arch_seed() -> u64 {
-    keel_time::now_ns() | 1
 }
