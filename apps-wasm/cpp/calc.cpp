@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -278,9 +277,24 @@ int main(int argc, char **argv) {
         }
         ok = run(joined, 0);
     } else {
+        // stdio rather than iostream: the iostream machinery would triple the program's size.
         std::string text;
         unsigned line = 0;
-        while (std::getline(std::cin, text)) {
+        char chunk[256];
+        bool more = true;
+        while (more) {
+            text.clear();
+            more = false;
+            while (std::fgets(chunk, sizeof chunk, stdin)) {
+                text += chunk;
+                if (!text.empty() && text.back() == '\n') {
+                    text.pop_back();
+                    more = true;
+                    break;
+                }
+            }
+            if (!more && text.empty())
+                break;
             line++;
             bool blank = true;
             for (char c : text)
@@ -289,7 +303,7 @@ int main(int argc, char **argv) {
                 ok = run(text, line) && ok;
             std::fflush(stdout);
         }
-        if (std::cin.bad()) {
+        if (std::ferror(stdin)) {
             std::fprintf(stderr, "calc: error reading standard input\n");
             ok = false;
         }

@@ -77,6 +77,65 @@ fn c_cpp_and_rust_programs_run_with_their_arguments() {
 }
 
 #[test]
+fn file_programs_work_on_the_file_system() {
+    with_vm(|vm| {
+        let out = run(vm, "ls -l /")?;
+        ensure!(
+            out.contains("README") && out.contains("tmp"),
+            "ls -l /: {out:?}"
+        );
+        let out = run(vm, "cat /README")?;
+        ensure!(out.starts_with("Welcome to Keel"), "cat: {out:?}");
+        let wc = run(vm, "wc /README")?;
+        let sum = run(vm, "sha256sum /README")?;
+        run(vm, "mkdir -p /tmp/a/b")?;
+        run(vm, "cp /README /tmp/a/b/copy")?;
+        let copy_sum = run(vm, "sha256sum /tmp/a/b/copy")?;
+        ensure!(
+            sum.split_whitespace().next() == copy_sum.split_whitespace().next(),
+            "copy has another checksum: {sum:?} vs {copy_sum:?}"
+        );
+        let copy_wc = run(vm, "wc /tmp/a/b/copy")?;
+        ensure!(
+            wc.split_whitespace()
+                .take(3)
+                .eq(copy_wc.split_whitespace().take(3)),
+            "wc differs: {wc:?} vs {copy_wc:?}"
+        );
+        run(vm, "rm /tmp/a/b/copy")?;
+        let out = run(vm, "ls /tmp/a/b")?;
+        ensure!(out.trim().is_empty(), "rm left something: {out:?}");
+        let out = run(vm, "cat /tmp/a/b/copy")?;
+        ensure!(
+            out.contains("No such file or directory"),
+            "cat of a removed file: {out:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_program_sees_only_the_directories_it_was_given() {
+    with_vm(|vm| {
+        run(vm, "mkdir /tmp/box")?;
+        run(vm, "cp /README /tmp/box/inside")?;
+        let out = run(vm, "run --dir=/tmp/box ls /tmp/box")?;
+        ensure!(out.trim() == "inside", "ls inside its directory: {out:?}");
+        let out = run(vm, "run --dir=/tmp/box cat /README")?;
+        ensure!(
+            out.contains("Capabilities insufficient") && out.contains("exited with status 1"),
+            "reading outside was allowed: {out:?}"
+        );
+        let out = run(vm, "run --dir=/tmp/box cat /tmp/box/../../README")?;
+        ensure!(
+            out.contains("exited with status 1"),
+            "escaping with .. was allowed: {out:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn programs_read_standard_input_from_the_console() {
     with_vm(|vm| {
         vm.send_line("sha256sum")?;

@@ -31,6 +31,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     channel_round_trip()?;
     map_unmap_page()?;
     heap_alloc_free();
+    wasm_programs();
     println!("bench: done");
     Ok(())
 }
@@ -124,4 +125,41 @@ fn heap_alloc_free() {
         samples.push(read_tsc() - start);
     }
     report("heap_alloc_free", samples);
+}
+
+/// Wall time of one foreground run of a program, in TSC ticks.
+fn time_program(name: &str, args: &[&str]) -> Option<u64> {
+    let args: Vec<String> = args.iter().map(|a| String::from(*a)).collect();
+    let start = read_tsc();
+    crate::programs::run_program(name, &args).ok()?;
+    Some(read_tsc() - start)
+}
+
+/// WebAssembly figures, when the image carries the programs: `hello` cold (loading the
+/// precompiled module included) and warm, the cost of one WASI call, and two CPU-bound programs.
+fn wasm_programs() {
+    if !crate::programs::has("hello") {
+        return;
+    }
+    if let Some(cold) = time_program("hello", &[]) {
+        report("wasm_run_hello_cold", alloc::vec![cold]);
+    }
+    let warm: Vec<u64> = (0..20).filter_map(|_| time_program("hello", &[])).collect();
+    report("wasm_run_hello_warm", warm);
+    const CALLS: u64 = 200_000;
+    if let (Some(empty), Some(full)) = (
+        time_program("hostcall", &["0"]),
+        time_program("hostcall", &["200000"]),
+    ) {
+        report(
+            "wasi_null_call",
+            alloc::vec![full.saturating_sub(empty) / CALLS],
+        );
+    }
+    if let Some(t) = time_program("shabench", &["16"]) {
+        report("wasm_sha256_16mib", alloc::vec![t]);
+    }
+    if let Some(t) = time_program("sortbench", &["1000000"]) {
+        report("wasm_qsort_1m_ints", alloc::vec![t]);
+    }
 }

@@ -99,7 +99,6 @@ fn report(
 /// Ctrl-C ends the program) unless the last argument is `&`; a background program reports its
 /// end itself.
 pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
-    let program = program(name)?;
     start_epoch_ticker();
     let background = args.last().is_some_and(|a| a == "&");
     let args = if background {
@@ -107,6 +106,16 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
     } else {
         args
     };
+    run_with_directories(name, args, background, alloc::vec![String::from("/")])
+}
+
+fn run_with_directories(
+    name: &str,
+    args: &[String],
+    background: bool,
+    preopens: Vec<String>,
+) -> Result<(), String> {
+    let program = program(name)?;
     let mut argv = Vec::with_capacity(args.len() + 1);
     argv.push(name.to_string());
     argv.extend(args.iter().cloned());
@@ -115,7 +124,11 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
         .stack_size(PROGRAM_STACK)
         .cooperative_kill()
         .spawn(move || {
-            let outcome = keel_wasm::run(&program, argv, crate::tty::read_stdin);
+            let directories = keel_wasm::Directories {
+                vfs: crate::files::vfs(),
+                preopens,
+            };
+            let outcome = keel_wasm::run(&program, argv, crate::tty::read_stdin, directories);
             if background {
                 report(&task_name, Ok(outcome));
                 None
@@ -139,10 +152,34 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `run <program> [args...]`
+/// `run [--dir=PATH]... <program> [args...] [&]`: each `--dir` gives the program that directory
+/// (and what is below it); without any, it gets `/`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let (name, rest) = args.split_first().ok_or("usage: run <program> [args...]")?;
-    run_program(name, rest)
+    const USAGE: &str = "usage: run [--dir=PATH]... <program> [args...] [&]";
+    let mut preopens = Vec::new();
+    let mut rest = args;
+    while let Some((first, tail)) = rest.split_first() {
+        let Some(path) = first.strip_prefix("--dir=") else {
+            break;
+        };
+        if !path.starts_with('/') {
+            return Err(format!("--dir needs an absolute path, not '{path}'"));
+        }
+        preopens.push(String::from(path));
+        rest = tail;
+    }
+    let (name, rest) = rest.split_first().ok_or(USAGE)?;
+    if preopens.is_empty() {
+        preopens.push(String::from("/"));
+    }
+    start_epoch_ticker();
+    let background = rest.last().is_some_and(|a| a == "&");
+    let rest = if background {
+        &rest[..rest.len() - 1]
+    } else {
+        rest
+    };
+    run_with_directories(name, rest, background, preopens)
 }
 
 /// `apps`: the programs in the boot image.
@@ -154,6 +191,11 @@ pub fn apps(args: &[String]) -> Result<(), String> {
         println!("{:<12} {:>8} bytes", p.name, p.artifact.len());
     }
     Ok(())
+}
+
+/// Whether the boot image carries a program called `name`.
+pub fn has(name: &str) -> bool {
+    boot_programs().iter().any(|p| p.name == name)
 }
 
 /// The shell's fallback: a bare program name runs it.

@@ -35,6 +35,11 @@ pub fn configure(config: &mut Config) {
     config.memory_init_cow(false);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.epoch_interruption(true);
+    // Keel registers no native unwind tables for Wasm code (its unwinder never walks Wasm
+    // frames), and backtraces name functions without wasm offsets: both only enlarge the image.
+    config.native_unwind_info(false);
+    config.generate_address_map(false);
+    config.wasm_backtrace_max_frames(core::num::NonZeroUsize::new(64));
     // The kernel is built soft-float; modules are compiled with SSE4.1+ so no float libcalls
     // cross the ABI boundary (see REQUIRED_CPU_FEATURES).
     #[allow(unsafe_code)]

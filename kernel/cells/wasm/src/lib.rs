@@ -8,6 +8,7 @@ extern crate alloc;
 
 mod engine;
 mod wasi;
+mod wasi_fs;
 
 pub use engine::{LoadError, Program, engine, load};
-pub use wasi::{ExitStatus, RunError, StdinReader, run};
+pub use wasi::{Directories, ExitStatus, RunError, StdinReader, run};

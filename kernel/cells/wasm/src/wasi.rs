@@ -6,8 +6,10 @@
 use crate::Program;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use keel_vfs::{FdTable, Vfs};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use wasmtime::{
@@ -17,7 +19,7 @@ use wasmtime::{
 
 const MODULE: &str = "wasi_snapshot_preview1";
 
-mod errno {
+pub(crate) mod errno {
     pub const SUCCESS: i32 = 0;
     pub const BADF: i32 = 8;
     pub const FAULT: i32 = 21;
@@ -28,6 +30,8 @@ mod errno {
 
 /// Per-program state, owned by its store.
 pub struct Ctx {
+    pub(crate) vfs: Arc<Vfs>,
+    pub(crate) fds: FdTable,
     stdin: StdinReader,
     args: Vec<String>,
     env: Vec<String>,
@@ -114,7 +118,7 @@ fn memory(caller: &mut Caller<'_, Ctx>) -> Option<Memory> {
 }
 
 /// Reads `len` bytes at `ptr` of the caller's memory, or `None` if out of bounds.
-fn read_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, len: u32) -> Option<Vec<u8>> {
+pub(crate) fn read_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, len: u32) -> Option<Vec<u8>> {
     let mem = memory(caller)?;
     let data = mem.data(&caller);
     let start = ptr as usize;
@@ -122,7 +126,7 @@ fn read_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, len: u32) -> Option<Vec<u8
         .map(|s| s.to_vec())
 }
 
-fn write_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, bytes: &[u8]) -> bool {
+pub(crate) fn write_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, bytes: &[u8]) -> bool {
     let Some(mem) = memory(caller) else {
         return false;
     };
@@ -140,11 +144,11 @@ fn write_bytes(caller: &mut Caller<'_, Ctx>, ptr: u32, bytes: &[u8]) -> bool {
     }
 }
 
-fn write_u32(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u32) -> bool {
+pub(crate) fn write_u32(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u32) -> bool {
     write_bytes(caller, ptr, &value.to_le_bytes())
 }
 
-fn write_u64(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u64) -> bool {
+pub(crate) fn write_u64(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u64) -> bool {
     write_bytes(caller, ptr, &value.to_le_bytes())
 }
 
@@ -161,7 +165,11 @@ fn console_write(bytes: &[u8]) {
 
 fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
     if fd != 0 {
-        return errno::BADF;
+        return match crate::wasi_fs::file_read(&mut caller, fd, iovs, iovs_len, None) {
+            Ok(n) if write_u32(&mut caller, nread as u32, n) => errno::SUCCESS,
+            Ok(_) => errno::FAULT,
+            Err(e) => e,
+        };
     }
     let Some(table) = read_bytes(
         &mut caller,
@@ -194,7 +202,11 @@ fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread
 
 fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
     if fd != 1 && fd != 2 {
-        return errno::BADF;
+        return match crate::wasi_fs::file_write(&mut caller, fd, iovs, iovs_len, None) {
+            Ok(n) if write_u32(&mut caller, nwritten as u32, n) => errno::SUCCESS,
+            Ok(_) => errno::FAULT,
+            Err(e) => e,
+        };
     }
     let Some(table) = read_bytes(
         &mut caller,
@@ -350,46 +362,6 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_fdstat_get",
-        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-            if !(0..=2).contains(&fd) {
-                return errno::BADF;
-            }
-            let mut stat = [0u8; 24];
-            stat[0] = 2; // character device
-            stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-            if write_bytes(&mut c, out as u32, &stat) {
-                errno::SUCCESS
-            } else {
-                errno::FAULT
-            }
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_prestat_get",
-        |_c: Caller<'_, Ctx>, _fd: i32, _out: i32| errno::BADF,
-    )?;
-    linker.func_wrap(MODULE, "fd_close", |_c: Caller<'_, Ctx>, fd: i32| {
-        if (0..=2).contains(&fd) {
-            errno::SUCCESS
-        } else {
-            errno::BADF
-        }
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "fd_seek",
-        |_c: Caller<'_, Ctx>, fd: i32, _offset: i64, _whence: i32, _out: i32| {
-            if (0..=2).contains(&fd) {
-                errno::SPIPE
-            } else {
-                errno::BADF
-            }
-        },
-    )?;
     linker.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, Ctx>| {
         keel_task::yield_now();
         errno::SUCCESS
@@ -400,7 +372,10 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
 /// Defines every other WASI import of `module` as a function that answers `ENOSYS`.
 fn add_unimplemented(linker: &mut Linker<Ctx>, program: &Program) -> wasmtime::Result<()> {
     for import in program.module.imports() {
-        if import.module() != MODULE || IMPLEMENTED.contains(&import.name()) {
+        if import.module() != MODULE
+            || IMPLEMENTED.contains(&import.name())
+            || crate::wasi_fs::IMPLEMENTED.contains(&import.name())
+        {
             continue;
         }
         if let wasmtime::ExternType::Func(ty) = import.ty() {
@@ -428,10 +403,6 @@ const IMPLEMENTED: &[&str] = &[
     "clock_time_get",
     "clock_res_get",
     "random_get",
-    "fd_fdstat_get",
-    "fd_prestat_get",
-    "fd_close",
-    "fd_seek",
     "sched_yield",
 ];
 
@@ -439,13 +410,31 @@ const IMPLEMENTED: &[&str] = &[
 pub const MEMORY_LIMIT: usize = 64 << 20;
 
 /// Runs `program`'s `_start` with `args` (args[0] is the program name) on the current task.
+/// The directories a program may use: each becomes a preopened directory handle (fd 3, 4, ...).
+pub struct Directories {
+    pub vfs: Arc<Vfs>,
+    pub preopens: Vec<String>,
+}
+
 pub fn run(
     program: &Program,
     args: Vec<String>,
     stdin: StdinReader,
+    directories: Directories,
 ) -> Result<ExitStatus, RunError> {
     let engine = program.module.engine();
+    let mut fds = FdTable::new();
+    for path in &directories.preopens {
+        let dir = directories
+            .vfs
+            .preopen(path)
+            .map_err(|e| RunError::Instantiate(format!("cannot give {path}: {e}")))?;
+        fds.insert(dir)
+            .map_err(|e| RunError::Instantiate(format!("{e}")))?;
+    }
     let ctx = Ctx {
+        vfs: directories.vfs,
+        fds,
         stdin,
         args,
         env: alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")],
@@ -466,6 +455,7 @@ pub fn run(
     });
     let mut linker = Linker::new(engine);
     add_wasi(&mut linker).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    crate::wasi_fs::add(&mut linker).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
     add_unimplemented(&mut linker, program).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
     let instance = linker
         .instantiate(&mut store, &program.module)
