@@ -135,6 +135,35 @@ fn a_program_sees_only_the_directories_it_was_given() {
     });
 }
 
+/// Seconds from `uptime`.
+fn uptime(vm: &mut Vm) -> Result<f64> {
+    let out = vm.command("uptime")?;
+    out.trim()
+        .strip_prefix("up ")
+        .and_then(|r| r.strip_suffix(" s"))
+        .with_context(|| format!("uptime: {out:?}"))?
+        .parse()
+        .context("uptime is not a number")
+}
+
+#[test]
+fn sleeping_programs_wait_through_poll_oneoff() {
+    with_vm(|vm| {
+        let before = uptime(vm)?;
+        let out = run(vm, "sleep 1")?;
+        ensure!(out.trim().is_empty(), "sleep printed {out:?}");
+        let after = uptime(vm)?;
+        // Correctness, not speed: a sleep of one second cannot end sooner.
+        ensure!(after - before >= 1.0, "slept only {:.3} s", after - before);
+        let out = run(vm, "sleep soon")?;
+        ensure!(
+            out.contains("invalid time interval"),
+            "bad argument: {out:?}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn programs_read_standard_input_from_the_console() {
     with_vm(|vm| {

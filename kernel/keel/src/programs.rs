@@ -128,7 +128,12 @@ fn run_with_directories(
                 vfs: crate::files::vfs(),
                 preopens,
             };
-            let outcome = keel_wasm::run(&program, argv, crate::tty::read_stdin, directories);
+            let outcome = keel_wasm::run(
+                &program,
+                argv,
+                (crate::tty::read_stdin, crate::tty::stdin_ready),
+                directories,
+            );
             if background {
                 report(&task_name, Ok(outcome));
                 None

@@ -45,3 +45,13 @@ pub fn read_stdin(buf: &mut [u8]) -> usize {
     }
     n
 }
+
+/// Whether [`read_stdin`] would return without waiting: a line (or part of one) is pending, or
+/// typed bytes are waiting to be edited into one.
+pub fn stdin_ready() -> bool {
+    if TTY.try_lock().is_some_and(|tty| !tty.pending.is_empty()) {
+        return true;
+    }
+    keel_console::drain_uart();
+    keel_console::has_input()
+}

@@ -143,3 +143,8 @@ pub fn try_read_byte() -> Option<u8> {
     ring.len -= 1;
     Some(byte)
 }
+
+/// Whether received bytes are waiting to be read.
+pub fn has_input() -> bool {
+    INPUT.lock().len > 0
+}

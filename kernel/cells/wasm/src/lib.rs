@@ -11,4 +11,4 @@ mod wasi;
 mod wasi_fs;
 
 pub use engine::{LoadError, Program, engine, load};
-pub use wasi::{Directories, ExitStatus, RunError, StdinReader, run};
+pub use wasi::{Directories, ExitStatus, RunError, StdinReader, StdinReady, run};

@@ -33,6 +33,7 @@ pub struct Ctx {
     pub(crate) vfs: Arc<Vfs>,
     pub(crate) fds: FdTable,
     stdin: StdinReader,
+    stdin_ready: StdinReady,
     args: Vec<String>,
     env: Vec<String>,
     limits: MemoryAccounting,
@@ -70,6 +71,9 @@ impl ResourceLimiter for MemoryAccounting {
 
 /// Fills the buffer with console input (blocking); 0 means end of input.
 pub type StdinReader = fn(&mut [u8]) -> usize;
+
+/// Whether a read of standard input would return without waiting.
+pub type StdinReady = fn() -> bool;
 
 /// `proc_exit` unwinds the program with this value.
 #[derive(Debug)]
@@ -200,6 +204,126 @@ fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread
     }
 }
 
+/// Subscriptions and events of `poll_oneoff`, per the WASI preview1 layouts.
+const SUBSCRIPTION_SIZE: u32 = 48;
+const EVENT_SIZE: usize = 32;
+
+enum Subscription {
+    Clock { userdata: u64, deadline: u64 },
+    Read { userdata: u64, fd: i32 },
+    Write { userdata: u64, fd: i32 },
+}
+
+fn parse_subscription(raw: &[u8], now: u64, wall_now: u64) -> Result<Subscription, i32> {
+    let u64_at = |o: usize| u64::from_le_bytes(raw[o..o + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().unwrap_or([0; 4]));
+    let userdata = u64_at(0);
+    match raw[8] {
+        0 => {
+            let clock = u32_at(16);
+            let timeout = u64_at(24);
+            let absolute = u16::from_le_bytes([raw[40], raw[41]]) & 1 != 0;
+            let deadline = match (clock, absolute) {
+                (_, false) => now.saturating_add(timeout),
+                (0, true) => now.saturating_add(timeout.saturating_sub(wall_now)),
+                (1..=3, true) => timeout,
+                _ => return Err(errno::INVAL),
+            };
+            Ok(Subscription::Clock { userdata, deadline })
+        }
+        1 => Ok(Subscription::Read {
+            userdata,
+            fd: u32_at(16) as i32,
+        }),
+        2 => Ok(Subscription::Write {
+            userdata,
+            fd: u32_at(16) as i32,
+        }),
+        _ => Err(errno::INVAL),
+    }
+}
+
+fn event(userdata: u64, kind: u8, error: i32) -> [u8; EVENT_SIZE] {
+    let mut e = [0u8; EVENT_SIZE];
+    e[0..8].copy_from_slice(&userdata.to_le_bytes());
+    e[8..10].copy_from_slice(&(error as u16).to_le_bytes());
+    e[10] = kind;
+    e
+}
+
+/// `poll_oneoff`: waits until a clock expires or a descriptor is ready. Files and output are
+/// always ready; standard input is ready when a line is waiting.
+fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, nevents: i32) -> i32 {
+    if count <= 0 {
+        return errno::INVAL;
+    }
+    let Some(raw) = read_bytes(
+        &mut c,
+        subs as u32,
+        (count as u32).saturating_mul(SUBSCRIPTION_SIZE),
+    ) else {
+        return errno::FAULT;
+    };
+    let now = keel_time::now_ns();
+    let wall = keel_time::wall_clock_ns();
+    let mut parsed = Vec::new();
+    for chunk in raw.chunks_exact(SUBSCRIPTION_SIZE as usize) {
+        match parse_subscription(chunk, now, wall) {
+            Ok(s) => parsed.push(s),
+            Err(e) => return e,
+        }
+    }
+    loop {
+        let now = keel_time::now_ns();
+        let mut ready: Vec<[u8; EVENT_SIZE]> = Vec::new();
+        for sub in &parsed {
+            match *sub {
+                Subscription::Clock { userdata, deadline } if now >= deadline => {
+                    ready.push(event(userdata, 0, errno::SUCCESS));
+                }
+                Subscription::Read { userdata, fd } => {
+                    if fd != 0 || (c.data().stdin_ready)() {
+                        let known = fd == 0 || c.data().fds.get(fd as u32).is_ok();
+                        let error = if known { errno::SUCCESS } else { errno::BADF };
+                        ready.push(event(userdata, 1, error));
+                    }
+                }
+                Subscription::Write { userdata, fd } => {
+                    let known = fd == 1 || fd == 2 || c.data().fds.get(fd as u32).is_ok();
+                    let error = if known { errno::SUCCESS } else { errno::BADF };
+                    ready.push(event(userdata, 2, error));
+                }
+                Subscription::Clock { .. } => {}
+            }
+        }
+        if !ready.is_empty() {
+            let bytes: Vec<u8> = ready.iter().flatten().copied().collect();
+            let ok = write_bytes(&mut c, events as u32, &bytes)
+                && write_u32(&mut c, nevents as u32, ready.len() as u32);
+            return if ok { errno::SUCCESS } else { errno::FAULT };
+        }
+        if keel_task::kill_requested() {
+            // The epoch callback ends the program at its next check.
+            return write_u32(&mut c, nevents as u32, 0)
+                .then_some(errno::SUCCESS)
+                .unwrap_or(errno::FAULT);
+        }
+        let next_deadline = parsed
+            .iter()
+            .filter_map(|s| match s {
+                Subscription::Clock { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX);
+        // Sleep until the earliest deadline, but look at standard input every 10 ms.
+        let wait = next_deadline
+            .saturating_sub(now)
+            .clamp(1_000_000, 10_000_000);
+        keel_task::sleep(core::time::Duration::from_nanos(wait));
+    }
+}
+
 fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
     if fd != 1 && fd != 2 {
         return match crate::wasi_fs::file_write(&mut caller, fd, iovs, iovs_len, None) {
@@ -278,6 +402,7 @@ fn program_rng() -> ChaCha20Rng {
 fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "fd_write", fd_write)?;
     linker.func_wrap(MODULE, "fd_read", fd_read)?;
+    linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff)?;
     linker.func_wrap(
         MODULE,
         "args_sizes_get",
@@ -395,6 +520,7 @@ fn add_unimplemented(linker: &mut Linker<Ctx>, program: &Program) -> wasmtime::R
 const IMPLEMENTED: &[&str] = &[
     "fd_write",
     "fd_read",
+    "poll_oneoff",
     "args_sizes_get",
     "args_get",
     "environ_sizes_get",
@@ -419,7 +545,7 @@ pub struct Directories {
 pub fn run(
     program: &Program,
     args: Vec<String>,
-    stdin: StdinReader,
+    stdin: (StdinReader, StdinReady),
     directories: Directories,
 ) -> Result<ExitStatus, RunError> {
     let engine = program.module.engine();
@@ -435,7 +561,8 @@ pub fn run(
     let ctx = Ctx {
         vfs: directories.vfs,
         fds,
-        stdin,
+        stdin: stdin.0,
+        stdin_ready: stdin.1,
         args,
         env: alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")],
         limits: MemoryAccounting {
