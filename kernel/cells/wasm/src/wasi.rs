@@ -304,9 +304,11 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
         }
         if keel_task::kill_requested() {
             // The epoch callback ends the program at its next check.
-            return write_u32(&mut c, nevents as u32, 0)
-                .then_some(errno::SUCCESS)
-                .unwrap_or(errno::FAULT);
+            return if write_u32(&mut c, nevents as u32, 0) {
+                errno::SUCCESS
+            } else {
+                errno::FAULT
+            };
         }
         let next_deadline = parsed
             .iter()
