@@ -52,13 +52,7 @@ fn stage_iso_tree(root: &Path, kernel_elf: &Path) -> Result<()> {
     let grub_dir = root.join("boot/grub");
     fs::create_dir_all(&grub_dir).with_context(|| format!("creating {}", grub_dir.display()))?;
     let kernel_dest = root.join(KERNEL_ISO_PATH);
-    fs::copy(kernel_elf, &kernel_dest).with_context(|| {
-        format!(
-            "copying {} to {}",
-            kernel_elf.display(),
-            kernel_dest.display()
-        )
-    })?;
+    stage_kernel(kernel_elf, &kernel_dest)?;
     fs::write(grub_dir.join("grub.cfg"), GRUB_CFG).context("writing grub.cfg")?;
     Ok(())
 }
@@ -73,13 +67,38 @@ fn stage_apps(root: &Path, apps: &[App]) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut modules = String::new();
     for app in apps {
-        let dest = dir.join(format!("{}.cwasm", app.name));
-        fs::copy(&app.artifact, &dest)
-            .with_context(|| format!("copying {}", app.artifact.display()))?;
-        modules.push_str(&format!("    module2 /boot/apps/{0}.cwasm {0}\n", app.name));
+        // LZ4-compressed: GRUB reads modules through the BIOS, slowly under TCG, and the kernel
+        // decompresses a program only when it first runs.
+        let dest = dir.join(format!("{}.cwasm.lz4", app.name));
+        let bytes = fs::read(&app.artifact)
+            .with_context(|| format!("reading {}", app.artifact.display()))?;
+        fs::write(&dest, lz4_flex::compress_prepend_size(&bytes))
+            .with_context(|| format!("writing {}", dest.display()))?;
+        modules.push_str(&format!(
+            "    module2 /boot/apps/{0}.cwasm.lz4 {0}\n",
+            app.name
+        ));
     }
     let cfg = GRUB_CFG.replace("    boot\n", &format!("{modules}    boot\n"));
     fs::write(root.join("boot/grub/grub.cfg"), cfg).context("writing grub.cfg")
+}
+
+/// Puts the kernel in the ISO without its debug sections: GRUB reads the whole file through the
+/// BIOS, and the debug information (most of the ELF) made booting seconds slower under TCG.
+/// The unwinder needs only `.eh_frame`, which stays. Falls back to a plain copy if `objcopy` is
+/// missing, so tests that stage a fake ELF still work.
+fn stage_kernel(kernel_elf: &Path, dest: &Path) -> Result<()> {
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(kernel_elf)
+        .arg(dest)
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !stripped {
+        fs::copy(kernel_elf, dest)
+            .with_context(|| format!("copying {} to {}", kernel_elf.display(), dest.display()))?;
+    }
+    Ok(())
 }
 
 /// `path` made absolute (paths from [`Layout`] already are; this guards `CARGO_TARGET_DIR`).

@@ -51,7 +51,9 @@ fn program(name: &str) -> Result<Program, String> {
         .iter()
         .find(|p| p.name == name)
         .ok_or_else(|| format!("no program named '{name}' (try 'apps')"))?;
-    let program = keel_wasm::load(name, boot.artifact).map_err(|e| e.to_string())?;
+    let artifact = lz4_flex::decompress_size_prepended(boot.artifact)
+        .map_err(|e| format!("not a usable Keel program: its compressed image is damaged ({e})"))?;
+    let program = keel_wasm::load(name, &artifact).map_err(|e| e.to_string())?;
     LOADED.lock().insert(name.to_string(), program.clone());
     Ok(program)
 }
