@@ -16,7 +16,7 @@ const TASK_STATES: [&str; 5] = ["running", "ready", "blocked", "sleeping", "exit
 const SHELL_COMMANDS: [&str; 8] = [
     "help", "ps", "mem", "uptime", "kill", "selftest", "bench", "shutdown",
 ];
-const FAULT_KINDS: [&str; 4] = ["page", "div", "ud", "gp"];
+const FAULT_KINDS: [&str; 5] = ["page", "div", "ud", "gp", "stack"];
 /// Hang guard for the heavier self-tests.
 const SELFTEST_TIMEOUT: Duration = Duration::from_secs(120);
 

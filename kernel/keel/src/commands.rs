@@ -23,7 +23,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "selftest",
-        usage: "selftest tasks <n> | unwind | fault <page|div|ud|gp> | busy",
+        usage: "selftest tasks <n> | unwind | fault <page|div|ud|gp|stack> | busy",
         run: selftest::run,
     },
     Command {

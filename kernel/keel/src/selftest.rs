@@ -26,7 +26,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ["fault", kind] => fault(kind),
         ["busy"] => busy(),
         _ => Err(String::from(
-            "usage: selftest tasks <n> | unwind | fault <page|div|ud|gp> | busy",
+            "usage: selftest tasks <n> | unwind | fault <page|div|ud|gp|stack> | busy",
         )),
     }
 }
@@ -98,13 +98,30 @@ fn unwind() -> Result<(), String> {
     Ok(())
 }
 
+/// Recurses until the stack runs out.
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point: it only ends by overflowing the stack
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 16]);
+    recurse(depth + 1) + frame[3]
+}
+
+fn overflow_stack() {
+    core::hint::black_box(recurse(0));
+}
+
 fn fault(kind: &str) -> Result<(), String> {
     let trigger: fn() = match kind {
+        "stack" => overflow_stack,
         "page" => deliberate_fault::page_fault,
         "div" => deliberate_fault::divide_error,
         "ud" => deliberate_fault::invalid_opcode,
         "gp" => deliberate_fault::general_protection,
-        other => return Err(format!("unknown fault '{other}' (page, div, ud, gp)")),
+        other => {
+            return Err(format!(
+                "unknown fault '{other}' (page, div, ud, gp, stack)"
+            ));
+        }
     };
     let name = format!("fault-{kind}");
     let handle = Builder::new(&name)

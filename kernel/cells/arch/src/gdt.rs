@@ -9,6 +9,9 @@ use x86_64::structures::tss::TaskStateSegment;
 
 pub const DOUBLE_FAULT_IST: u16 = 0;
 pub const NMI_IST: u16 = 1;
+/// Page faults get their own stack so that a task overflowing its stack into the guard page can
+/// be reported and ended instead of escalating to a double fault.
+pub const PAGE_FAULT_IST: u16 = 2;
 const IST_STACK_SIZE: usize = 32 * 1024;
 
 #[repr(align(16))]
@@ -17,6 +20,7 @@ struct IstStack([u8; IST_STACK_SIZE]);
 
 static mut DOUBLE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
 static mut NMI_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
+static mut PAGE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
@@ -37,6 +41,7 @@ pub fn init() {
         tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] =
             stack_top(&raw const DOUBLE_FAULT_STACK);
         tss.interrupt_stack_table[NMI_IST as usize] = stack_top(&raw const NMI_STACK);
+        tss.interrupt_stack_table[PAGE_FAULT_IST as usize] = stack_top(&raw const PAGE_FAULT_STACK);
         tss
     });
     let (gdt, selectors) = GDT.call_once(|| {

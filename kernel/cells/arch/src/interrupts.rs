@@ -122,6 +122,25 @@ impl InterruptedContext<'_> {
         self.frame.cpu_flags.bits() & (1 << 9) != 0
     }
 
+    /// Abandons the interrupted code's stack: continues in `target` on the stack whose top is
+    /// `stack_top`, with interrupts enabled. For ending a task whose stack overflowed.
+    ///
+    /// # Safety
+    /// `stack_top` must be the top of a mapped stack nothing else uses, and `target` must never
+    /// return and must not need anything from the abandoned stack.
+    pub unsafe fn restart_on_stack(&mut self, stack_top: u64, target: u64) {
+        let update = |f: &mut InterruptStackFrameValue| {
+            f.instruction_pointer = x86_64::VirtAddr::new(target);
+            // As at a function entry after a call: RSP + 8 is 16-byte aligned.
+            f.stack_pointer = x86_64::VirtAddr::new((stack_top & !0xF) - 8);
+            f.cpu_flags = x86_64::registers::rflags::RFlags::from_bits_truncate(
+                f.cpu_flags.bits() | (1 << 9),
+            );
+        };
+        // SAFETY: the caller vouches for the stack and the target (see above).
+        unsafe { self.frame.as_mut().update(update) };
+    }
+
     /// Makes the interrupted code continue as if its current instruction had called `target`
     /// (the return address is that instruction + 1, so an unwinder attributes the frame to it),
     /// with interrupts disabled.
@@ -362,7 +381,13 @@ pub fn init() {
         idt.stack_segment_fault.set_handler_fn(stack_segment);
         idt.general_protection_fault
             .set_handler_fn(general_protection);
-        idt.page_fault.set_handler_fn(page_fault);
+        // SAFETY: the IST index names the page-fault stack set up in `gdt::init`; the handler
+        // never faults itself (it only reads CR2 and calls the fault hook).
+        unsafe {
+            idt.page_fault
+                .set_handler_fn(page_fault)
+                .set_stack_index(gdt::PAGE_FAULT_IST);
+        }
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
         idt.machine_check.set_handler_fn(machine_check);

@@ -338,19 +338,37 @@ fn on_tick(context: &mut InterruptedContext) {
 }
 
 fn on_fault(fault: &Fault, context: &mut InterruptedContext) -> bool {
-    let task = {
+    let (task, bounds) = {
         let s = SCHEDULER.lock();
         match s.current.as_ref() {
-            Some(t) if t.id != 0 => (t.id, t.name.clone()),
+            Some(t) if t.id != 0 => ((t.id, t.name.clone()), t.stack_bounds.clone()),
             _ => return false,
         }
     };
+    let guard_page = bounds.start.saturating_sub(PAGE_SIZE)..bounds.start;
+    if fault.address.is_some_and(|a| guard_page.contains(&a)) {
+        // The stack is exhausted: nothing can run on it, so nothing can unwind. End the task
+        // from the top of its own stack; what it held is not given back.
+        let _ = core::fmt::Write::write_fmt(
+            &mut keel_arch::serial::EmergencyWriter,
+            format_args!(
+                "\r\ntask {} ({}) killed by stack overflow (rip={:#x}); its resources are not reclaimed\r\n",
+                task.0, task.1, fault.rip
+            ),
+        );
+        switch::restart_on_own_stack(context, bounds.end, stack_overflow_exit);
+        return true;
+    }
     let _ = core::fmt::Write::write_fmt(
         &mut keel_arch::serial::EmergencyWriter,
         format_args!("\r\ntask {} ({}) killed by {}\r\n", task.0, task.1, fault),
     );
     keel_unwind::unwind_interrupted(context, AsyncCause::Fault(*fault));
     true
+}
+
+extern "C" fn stack_overflow_exit() -> ! {
+    exit_current(Some(Failure::Fault(String::from("stack overflow"))))
 }
 
 /// An unwind found no catcher: end the task where it stands.

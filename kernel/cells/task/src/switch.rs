@@ -18,3 +18,15 @@ pub(crate) fn switch(prev: &Task, next: &Task) {
 // SAFETY: the only unsynchronised field of `Task` is its saved context, which is accessed
 // solely by `switch` above with interrupts off on the one core that runs the task.
 unsafe impl Sync for Task {}
+
+/// Continues the interrupted current task in `target` at the top of its own stack, abandoning
+/// every frame on it (the task overflowed its stack and is being ended).
+pub(crate) fn restart_on_own_stack(
+    context: &mut keel_arch::interrupts::InterruptedContext,
+    stack_top: u64,
+    target: extern "C" fn() -> !,
+) {
+    // SAFETY: `stack_top` is the top of the current task's own mapped stack; the task never
+    // resumes the abandoned frames (it exits in `target`), and `target` never returns.
+    unsafe { context.restart_on_stack(stack_top, target as *const () as u64) };
+}
