@@ -169,11 +169,8 @@ fn console_write(bytes: &[u8]) {
 
 fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
     if fd != 0 {
-        return match crate::wasi_fs::file_read(&mut caller, fd, iovs, iovs_len, None) {
-            Ok(n) if write_u32(&mut caller, nread as u32, n) => errno::SUCCESS,
-            Ok(_) => errno::FAULT,
-            Err(e) => e,
-        };
+        let result = crate::wasi_fs::file_read(&mut caller, fd, iovs, iovs_len, None);
+        return crate::wasi_fs::reply_count(&mut caller, nread, result);
     }
     let Some(table) = read_bytes(
         &mut caller,
@@ -328,11 +325,8 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
 
 fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
     if fd != 1 && fd != 2 {
-        return match crate::wasi_fs::file_write(&mut caller, fd, iovs, iovs_len, None) {
-            Ok(n) if write_u32(&mut caller, nwritten as u32, n) => errno::SUCCESS,
-            Ok(_) => errno::FAULT,
-            Err(e) => e,
-        };
+        let result = crate::wasi_fs::file_write(&mut caller, fd, iovs, iovs_len, None);
+        return crate::wasi_fs::reply_count(&mut caller, nwritten, result);
     }
     let Some(table) = read_bytes(
         &mut caller,
@@ -405,38 +399,30 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "fd_write", fd_write)?;
     linker.func_wrap(MODULE, "fd_read", fd_read)?;
     linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff)?;
-    linker.func_wrap(
-        MODULE,
-        "args_sizes_get",
-        |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
-            let args = c.data().args.clone();
-            put_sizes(&mut c, &args, count as u32, size as u32)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "args_get",
-        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-            let args = c.data().args.clone();
-            put_strings(&mut c, &args, ptrs as u32, buf as u32)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "environ_sizes_get",
-        |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
-            let env = c.data().env.clone();
-            put_sizes(&mut c, &env, count as u32, size as u32)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "environ_get",
-        |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
-            let env = c.data().env.clone();
-            put_strings(&mut c, &env, ptrs as u32, buf as u32)
-        },
-    )?;
+    // Arguments and environment share their layout: a count and size call, and a fill call.
+    type Strings = fn(&Ctx) -> &[String];
+    let lists: [(&str, &str, Strings); 2] = [
+        ("args_sizes_get", "args_get", |ctx| &ctx.args),
+        ("environ_sizes_get", "environ_get", |ctx| &ctx.env),
+    ];
+    for (sizes_name, get_name, list) in lists {
+        linker.func_wrap(
+            MODULE,
+            sizes_name,
+            move |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
+                let strings = list(c.data()).to_vec();
+                put_sizes(&mut c, &strings, count as u32, size as u32)
+            },
+        )?;
+        linker.func_wrap(
+            MODULE,
+            get_name,
+            move |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
+                let strings = list(c.data()).to_vec();
+                put_strings(&mut c, &strings, ptrs as u32, buf as u32)
+            },
+        )?;
+    }
     linker.func_wrap(
         MODULE,
         "proc_exit",

@@ -27,6 +27,15 @@ fn path_arg(c: &mut Caller<'_, Ctx>, ptr: i32, len: i32) -> Result<String, i32> 
     String::from_utf8(bytes).map_err(|_| code(Errno::Ilseq))
 }
 
+/// Stores a byte count at `out` and answers the call.
+pub(crate) fn reply_count(c: &mut Caller<'_, Ctx>, out: i32, result: Result<u32, i32>) -> i32 {
+    match result {
+        Ok(n) if write_u32(c, out as u32, n) => errno::SUCCESS,
+        Ok(_) => errno::FAULT,
+        Err(e) => e,
+    }
+}
+
 fn status(result: Result<(), i32>) -> i32 {
     match result {
         Ok(()) => errno::SUCCESS,
@@ -277,11 +286,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "fd_pread",
         |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, count: i32, offset: i64, out: i32| {
             let result = file_read(&mut c, fd, iovs, count, Some(offset as u64));
-            match result {
-                Ok(n) if write_u32(&mut c, out as u32, n) => errno::SUCCESS,
-                Ok(_) => errno::FAULT,
-                Err(e) => e,
-            }
+            reply_count(&mut c, out, result)
         },
     )?;
     linker.func_wrap(
@@ -289,11 +294,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "fd_pwrite",
         |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, count: i32, offset: i64, out: i32| {
             let result = file_write(&mut c, fd, iovs, count, Some(offset as u64));
-            match result {
-                Ok(n) if write_u32(&mut c, out as u32, n) => errno::SUCCESS,
-                Ok(_) => errno::FAULT,
-                Err(e) => e,
-            }
+            reply_count(&mut c, out, result)
         },
     )?;
     linker.func_wrap(
