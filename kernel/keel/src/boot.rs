@@ -192,6 +192,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     keel_console::set_interrupt_hook(crate::programs::interrupt_foreground);
     drop(copy);
     keel_task::init(symbols::boot_stack());
+    keel_task::set_guest_fault_filter(keel_wasm_platform::on_guest_fault);
     let boot_ms = keel_time::now_ns() / 1_000_000;
     FACTS.call_once(|| BootFacts {
         command_line,

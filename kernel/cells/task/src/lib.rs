@@ -18,8 +18,8 @@ pub use channel::{Receiver, RecvError, SendError, Sender, channel};
 pub use keel_unwind::Failure;
 pub use mutex::{Mutex, MutexGuard};
 pub use scheduler::{
-    Builder, JoinHandle, KillError, TICK_HZ, TaskId, TaskInfo, TaskState, current_id, idle_loop,
-    init, kill, kill_requested, report_memory_use, request_kill, sleep, spawn, task_list, ticks,
-    tls_get, tls_set, yield_now,
+    Builder, GuestFaultFilter, JoinHandle, KillError, TICK_HZ, TaskId, TaskInfo, TaskState,
+    current_id, idle_loop, init, kill, kill_requested, report_memory_use, request_kill,
+    set_guest_fault_filter, sleep, spawn, task_list, ticks, tls_get, tls_set, yield_now,
 };
 pub use wait::WaitQueue;

@@ -337,7 +337,24 @@ fn on_tick(context: &mut InterruptedContext) {
     }
 }
 
+/// Tried first for every fault in a task: a guest runtime (Wasmtime) may claim faults in its
+/// compiled code as traps of its own.
+pub type GuestFaultFilter = fn(&Fault, &mut InterruptedContext) -> bool;
+static GUEST_FAULT_FILTER: spin::Once<GuestFaultFilter> = spin::Once::new();
+
+pub fn set_guest_fault_filter(filter: GuestFaultFilter) {
+    GUEST_FAULT_FILTER.call_once(|| filter);
+}
+
 fn on_fault(fault: &Fault, context: &mut InterruptedContext) -> bool {
+    let in_task = SCHEDULER.lock().current.as_ref().is_some_and(|t| t.id != 0);
+    if in_task
+        && GUEST_FAULT_FILTER
+            .get()
+            .is_some_and(|filter| filter(fault, context))
+    {
+        return true;
+    }
     let (task, bounds) = {
         let s = SCHEDULER.lock();
         match s.current.as_ref() {

@@ -25,13 +25,16 @@ pub const MAX_WASM_STACK: usize = 256 * 1024;
 
 /// Applies the shared settings.
 pub fn configure(config: &mut Config) {
-    // Explicit bounds and stack checks: traps never depend on page faults.
-    config.signals_based_traps(false);
-    config.memory_reservation(0);
-    config.memory_guard_size(0);
+    // Signals-based traps: each linear memory is a 4 GiB reservation plus a guard region, so a
+    // 32-bit Wasm address can never leave it and compiled code needs no bounds checks; an access
+    // beyond the accessible part faults and Keel's exception handler turns the fault into a
+    // Wasm trap (see keel-wasm-platform).
+    config.signals_based_traps(true);
+    config.memory_reservation(4 << 30);
+    config.memory_guard_size(32 << 20);
     config.guard_before_linear_memory(false);
-    config.memory_reservation_for_growth(1 << 20);
-    config.memory_may_move(true);
+    config.memory_reservation_for_growth(0);
+    config.memory_may_move(false);
     config.memory_init_cow(false);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.epoch_interruption(true);

@@ -26,7 +26,7 @@ pub mod tls;
 pub mod traps;
 pub mod vm;
 
-pub use traps::{TrapHandler, trap_handler};
+pub use traps::{TrapHandler, on_guest_fault, trap_handler};
 pub use vm::committed_bytes;
 
 /// Error codes returned to Wasmtime (errno numbers, for readable messages).

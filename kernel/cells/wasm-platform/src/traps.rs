@@ -1,9 +1,10 @@
-//! `wasmtime_init_traps`: the handler Wasmtime gives for CPU faults in Wasm code.
+//! `wasmtime_init_traps`: the handler Wasmtime gives for CPU faults in Wasm code, and the path
+//! from Keel's exception handlers to it.
 //!
-//! Wasmtime calls `wasmtime_init_traps` from `Engine::new` only when `signals_based_traps` is
-//! on. Keel configures `signals_based_traps(false)`: compiled code checks bounds, division and
-//! stack limits explicitly and traps by calling into the runtime, so [`trap_handler`] stays
-//! `None` and no CPU fault is ever a Wasm trap.
+//! With signals-based traps, Wasm code does not check bounds against guard regions or test for
+//! division by zero itself: the CPU faults (#PF in a guard region, #DE, #UD for `unreachable`)
+//! and [`on_guest_fault`] sends such a fault, when it hit compiled Wasm code, to Wasmtime's
+//! handler, which resumes the program's entry with a trap.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -38,4 +39,70 @@ pub fn trap_handler() -> Option<TrapHandler> {
     // `wasmtime_init_traps`; function and data pointers have the same size and representation
     // on x86_64.
     Some(unsafe { core::mem::transmute::<*mut (), TrapHandler>(raw) })
+}
+
+/// The fault being turned into a Wasm trap: written with interrupts off in the exception
+/// handler, read by the trampoline before it turns them back on (per-CPU with SMP).
+#[unsafe(no_mangle)]
+static KEEL_WASM_TRAP_PC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static KEEL_WASM_TRAP_ADDR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static KEEL_WASM_TRAP_HAS_ADDR: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+#[unsafe(no_mangle)]
+static KEEL_WASM_TRAP_HANDLER: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+// Runs on the faulting task's stack with its registers (RBP is the Wasm frame pointer) and
+// interrupts off: loads the fault, turns interrupts on (Wasm code runs with them on) and calls
+// Wasmtime's handler, which does not return for a fault in Wasm code. Should it return, `ud2`
+// makes the task fail like any other faulting task.
+core::arch::global_asm!(
+    ".pushsection .text.keel_wasm_trap_trampoline, \"ax\"",
+    ".global keel_wasm_trap_trampoline",
+    "keel_wasm_trap_trampoline:",
+    "mov rdi, qword ptr [rip + KEEL_WASM_TRAP_PC]",
+    "mov rsi, rbp",
+    "movzx edx, byte ptr [rip + KEEL_WASM_TRAP_HAS_ADDR]",
+    "mov rcx, qword ptr [rip + KEEL_WASM_TRAP_ADDR]",
+    "mov rax, qword ptr [rip + KEEL_WASM_TRAP_HANDLER]",
+    "and rsp, -16",
+    "sti",
+    "call rax",
+    "ud2",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn keel_wasm_trap_trampoline();
+}
+
+/// Keel's guest-fault filter: a CPU exception in compiled Wasm code becomes a Wasm trap.
+/// Returns false for every other fault (the task layer then handles it as usual).
+pub fn on_guest_fault(
+    fault: &keel_arch::interrupts::Fault,
+    context: &mut keel_arch::interrupts::InterruptedContext,
+) -> bool {
+    use keel_arch::interrupts::FaultKind;
+    let Some(handler) = trap_handler() else {
+        return false;
+    };
+    let is_trap_kind = matches!(
+        fault.kind,
+        FaultKind::PageFault
+            | FaultKind::DivideError
+            | FaultKind::InvalidOpcode
+            | FaultKind::GeneralProtection
+    );
+    if !is_trap_kind || !crate::vm::is_wasm_code(fault.rip as usize) {
+        return false;
+    }
+    let ordering = Ordering::SeqCst;
+    KEEL_WASM_TRAP_PC.store(fault.rip, ordering);
+    KEEL_WASM_TRAP_ADDR.store(fault.address.unwrap_or(0), ordering);
+    KEEL_WASM_TRAP_HAS_ADDR.store(fault.address.is_some() as u8, ordering);
+    KEEL_WASM_TRAP_HANDLER.store(handler as *mut (), ordering);
+    // SAFETY: the trampoline above never returns, realigns the stack before calling, and reads
+    // the fault before enabling interrupts; RBP and the stack are the faulting task's own.
+    unsafe { context.redirect_as_call(keel_wasm_trap_trampoline as *const () as u64) };
+    true
 }

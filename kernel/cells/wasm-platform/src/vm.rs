@@ -42,6 +42,22 @@ static MAPPINGS: IrqSafeMutex<BTreeMap<usize, SharedMapping>> = IrqSafeMutex::ne
 /// Bytes committed (backed by frames) over all live mappings.
 static COMMITTED: AtomicU64 = AtomicU64::new(0);
 
+/// Address ranges Wasmtime made executable: compiled Wasm code and its trampolines. A CPU fault
+/// there is a Wasm trap (with signals-based traps); anywhere else it is not.
+static CODE_RANGES: IrqSafeMutex<alloc::vec::Vec<core::ops::Range<usize>>> =
+    IrqSafeMutex::new(alloc::vec::Vec::new());
+
+fn forget_code(range: core::ops::Range<usize>) {
+    CODE_RANGES
+        .lock()
+        .retain(|r| r.end <= range.start || r.start >= range.end);
+}
+
+/// Whether `addr` lies in code that Wasmtime compiled (made executable through `mprotect`).
+pub fn is_wasm_code(addr: usize) -> bool {
+    CODE_RANGES.lock().iter().any(|r| r.contains(&addr))
+}
+
 /// Bytes of RAM currently committed to Wasmtime mappings (code and, if configured, linear
 /// memories), for `ps`/`mem`.
 pub fn committed_bytes() -> u64 {
@@ -205,6 +221,7 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
     }
     let reservation = guard.reservation.take();
     drop(guard);
+    forget_code(start..start + size);
     if let Some(reservation) = reservation {
         COMMITTED.fetch_sub(reservation.committed_bytes(), Ordering::Relaxed);
         // Unmaps every committed page, then frees the frames and the virtual range.
@@ -222,7 +239,15 @@ pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) 
         Ok(prot) => prot,
         Err(code) => return code,
     };
-    with_range(ptr, size, |r, offset| r.protect(offset, size as u64, prot))
+    let result = with_range(ptr, size, |r, offset| r.protect(offset, size as u64, prot));
+    if result == 0 {
+        let range = ptr as usize..ptr as usize + size;
+        forget_code(range.clone());
+        if prot == Protection::ReadExecute {
+            CODE_RANGES.lock().push(range);
+        }
+    }
+    result
 }
 
 /// Keel's page size.
