@@ -92,8 +92,9 @@ pub fn precompile(layout: &Layout, wasm_files: &[PathBuf]) -> Result<Vec<App>> {
     Ok(apps)
 }
 
-/// Artifacts the kernel must refuse, for the tests: `hello` truncated, garbage, and `hello`
-/// compiled with settings other than the kernel's. Named `test-broken-*`.
+/// Artifacts the kernel must refuse, for the tests: `hello` truncated, garbage, compiled with
+/// settings other than the kernel's, and compiled without the CPU features Keel requires.
+/// Named `test-broken-*`.
 pub fn broken_fixtures(layout: &Layout, apps: &[App], wasm_files: &[PathBuf]) -> Result<Vec<App>> {
     let Some(hello) = apps.iter().find(|a| a.name == "hello") else {
         return Ok(Vec::new());
@@ -121,7 +122,18 @@ pub fn broken_fixtures(layout: &Layout, apps: &[App], wasm_files: &[PathBuf]) ->
             .arg(hello_wasm)
             .arg(&settings),
     )?;
+    let baseline = out.join("test-broken-cpu.cwasm");
+    run_checked(
+        Command::new(&aot)
+            .arg("--baseline-cpu")
+            .arg(hello_wasm)
+            .arg(&baseline),
+    )?;
     Ok(vec![
+        App {
+            name: "test-broken-cpu".into(),
+            artifact: baseline,
+        },
         App {
             name: "test-broken-truncated".into(),
             artifact: truncated,

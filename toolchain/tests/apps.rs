@@ -257,6 +257,7 @@ fn broken_artifacts_are_refused_with_a_clear_message() {
             "test-broken-truncated",
             "test-broken-garbage",
             "test-broken-settings",
+            "test-broken-cpu",
         ] {
             let out = run(vm, name)?;
             ensure!(
@@ -272,6 +273,11 @@ fn broken_artifacts_are_refused_with_a_clear_message() {
         ensure!(
             out.to_lowercase().contains("guard"),
             "names the mismatched setting: {out:?}"
+        );
+        let out = run(vm, "test-broken-cpu")?;
+        ensure!(
+            out.contains("compiled without has_sse"),
+            "names the missing feature: {out:?}"
         );
         let up = vm.command("uptime")?;
         ensure!(up.starts_with("up "), "shell still answers: {up:?}");

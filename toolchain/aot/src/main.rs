@@ -1,11 +1,12 @@
 //! `keel-aot IN.wasm OUT.cwasm`: compiles a WebAssembly module ahead of time for Keel.
-//! `--other-settings` deliberately uses a setting the kernel does not (a test fixture).
+//! `--other-settings` deliberately uses a setting the kernel does not, and `--baseline-cpu`
+//! leaves out the CPU features the kernel requires (test fixtures).
 #![deny(unsafe_code)]
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::{Config, Engine};
 
-fn engine(other_settings: bool) -> Result<Engine> {
+fn engine(other_settings: bool, baseline_cpu: bool) -> Result<Engine> {
     let mut config = Config::new();
     keel_wasm_config::configure(&mut config);
     if other_settings {
@@ -15,7 +16,12 @@ fn engine(other_settings: bool) -> Result<Engine> {
     config
         .target(keel_wasm_config::TARGET)
         .map_err(|e| anyhow!("target {}: {e:#}", keel_wasm_config::TARGET))?;
-    for flag in keel_wasm_config::REQUIRED_CPU_FEATURES {
+    let flags: &[&str] = if baseline_cpu {
+        &[]
+    } else {
+        keel_wasm_config::REQUIRED_CPU_FEATURES
+    };
+    for flag in flags {
         #[allow(unsafe_code)]
         // SAFETY: the kernel checks at load time that the CPU has these features (Wasmtime asks
         // its feature detector for every flag in the artifact) and refuses the module otherwise.
@@ -29,14 +35,15 @@ fn engine(other_settings: bool) -> Result<Engine> {
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let other_settings = args.first().is_some_and(|a| a == "--other-settings");
-    if other_settings {
+    let baseline_cpu = args.first().is_some_and(|a| a == "--baseline-cpu");
+    if other_settings || baseline_cpu {
         args.remove(0);
     }
     let [input, output] = args.as_slice() else {
-        bail!("usage: keel-aot [--other-settings] <in.wasm> <out.cwasm>");
+        bail!("usage: keel-aot [--other-settings | --baseline-cpu] <in.wasm> <out.cwasm>");
     };
     let wasm = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    let engine = engine(other_settings)?;
+    let engine = engine(other_settings, baseline_cpu)?;
     let artifact = engine
         .precompile_module(&wasm)
         .map_err(|e| anyhow!("compiling {input}: {e:#}"))?;

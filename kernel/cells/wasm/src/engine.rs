@@ -83,6 +83,7 @@ pub fn load(name: &str, artifact: &[u8]) -> Result<Program, LoadError> {
             "not a precompiled Wasmtime module",
         )));
     }
+    require_cpu_features(artifact).map_err(LoadError::Rejected)?;
     #[allow(unsafe_code)]
     // SAFETY: Wasmtime validates the artifact's header, version, settings and CPU features
     // before using it; the bytes themselves come from the boot image, which the kernel trusts
@@ -93,4 +94,37 @@ pub fn load(name: &str, artifact: &[u8]) -> Result<Program, LoadError> {
         name: name.to_string(),
         module,
     })
+}
+
+/// Refuses an artifact compiled without the CPU features Keel requires of every module.
+/// Wasmtime itself only checks that the features an artifact *uses* exist; a module compiled for
+/// baseline x86_64 would turn float rounding into libcalls with a float ABI that does not match
+/// the soft-float kernel (see `keel_wasm_config::REQUIRED_CPU_FEATURES`).
+fn require_cpu_features(artifact: &[u8]) -> Result<(), String> {
+    use object::{Object, ObjectSection};
+    let file =
+        object::File::parse(artifact).map_err(|e| alloc::format!("not an ELF artifact: {e}"))?;
+    let section = file
+        .section_by_name(".wasmtime.engine")
+        .ok_or_else(|| String::from("no .wasmtime.engine section"))?;
+    let metadata = section
+        .data()
+        .map_err(|e| alloc::format!("unreadable engine section: {e}"))?;
+    for flag in keel_wasm_config::REQUIRED_CPU_FEATURES {
+        // The metadata lists ISA flags as (name, FlagValue) pairs, postcard-encoded: a
+        // length-prefixed name, then variant 2 (`Bool`) and the value.
+        let mut enabled = alloc::vec::Vec::with_capacity(flag.len() + 3);
+        enabled.push(flag.len() as u8);
+        enabled.extend_from_slice(flag.as_bytes());
+        enabled.extend_from_slice(&[2, 1]);
+        if !metadata
+            .windows(enabled.len())
+            .any(|w| w == enabled.as_slice())
+        {
+            return Err(alloc::format!(
+                "compiled without {flag}, which Keel requires of every module (use keel-aot)"
+            ));
+        }
+    }
+    Ok(())
 }
