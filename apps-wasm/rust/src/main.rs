@@ -2,6 +2,7 @@
 //! time, then counts the primes below N (default 1,000,000) with a sieve of Eratosthenes.
 //!
 //! Usage: rustinfo [N]
+#![forbid(unsafe_code)]
 
 use std::env;
 use std::process::ExitCode;

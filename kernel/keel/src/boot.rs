@@ -24,6 +24,7 @@ pub static FACTS: Once<BootFacts> = Once::new();
 /// Addresses the linker script defines.
 mod symbols {
     #![allow(unsafe_code)]
+    // SAFETY: symbols the linker script defines; only their addresses are taken, never read.
     unsafe extern "C" {
         static __kernel_start: u8;
         static __text_start: u8;

@@ -46,6 +46,7 @@ global_asm!(
     ".popsection",
 );
 
+// SAFETY: the assembly above defines this symbol; only its address is taken.
 unsafe extern "C" {
     fn keel_task_trampoline();
 }
@@ -90,6 +91,7 @@ global_asm!(
     ".popsection",
 );
 
+// SAFETY: the assembly above defines this symbol; only its address is taken.
 unsafe extern "C" {
     fn keel_redirect_trampoline();
 }

@@ -208,6 +208,7 @@ fn landing_pad(
 
 #[cfg(target_os = "none")]
 fn except_table() -> Range<u64> {
+    // SAFETY: symbols the linker script defines; only their addresses are taken, never read.
     unsafe extern "C" {
         static __gcc_except_table_start: u8;
         static __gcc_except_table_end: u8;
@@ -309,6 +310,7 @@ core::arch::global_asm!(
 
 #[cfg(target_os = "none")]
 #[allow(improper_ctypes)] // the exception is opaque to the assembly
+// SAFETY: the assembly above defines these entry points with exactly these signatures.
 unsafe extern "C" {
     fn keel_unwind_begin(exception: *mut Exception) -> u64;
     fn keel_unwind_land(regs: &Registers) -> !;

@@ -72,6 +72,7 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// SAFETY: the assembly above defines this symbol; only its address is taken.
 unsafe extern "C" {
     fn keel_wasm_trap_trampoline();
 }
