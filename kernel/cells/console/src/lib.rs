@@ -15,18 +15,29 @@ static CLOCK: Once<fn() -> u64> = Once::new();
 
 struct Serial;
 
+/// Writes `bytes` to the serial port with LF turned into CRLF, as the terminal wants.
+fn write_crlf(bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        keel_arch::serial::write_bytes(&rest[..pos]);
+        keel_arch::serial::write_bytes(b"\r\n");
+        rest = &rest[pos + 1..];
+    }
+    keel_arch::serial::write_bytes(rest);
+}
+
 impl Write for Serial {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // The terminal wants CRLF.
-        let mut rest = s.as_bytes();
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            keel_arch::serial::write_bytes(&rest[..pos]);
-            keel_arch::serial::write_bytes(b"\r\n");
-            rest = &rest[pos + 1..];
-        }
-        keel_arch::serial::write_bytes(rest);
+        write_crlf(s.as_bytes());
         Ok(())
     }
+}
+
+/// Program output (any bytes, not necessarily UTF-8) with newline translation, written as one
+/// piece so that it does not interleave with other output.
+pub fn write_text(bytes: &[u8]) {
+    let _guard = OUTPUT.lock();
+    write_crlf(bytes);
 }
 
 /// Gives the log its clock (nanoseconds since boot).

@@ -9,8 +9,8 @@ use keel_sync::IrqSafeMutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{MapToError, Translate};
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size2MiB,
-    Size4KiB,
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags, PhysFrame,
+    Size2MiB, Size4KiB,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -62,6 +62,29 @@ fn map_error<S: x86_64::structures::paging::PageSize>(e: MapToError<S>) -> Memor
     }
 }
 
+/// Maps the page of size `S` at `virt` to the frame at `phys` for the kernel's whole life (no
+/// owning value; the kernel image and the direct map).
+///
+/// # Safety
+/// The alias must be sound: the kernel image with its own permissions, or RAM in the direct map.
+unsafe fn map_permanent<S: PageSize>(
+    table: &mut OffsetPageTable<'static>,
+    virt: u64,
+    phys: u64,
+    flags: PageTableFlags,
+) -> Result<(), MemoryError>
+where
+    for<'a> OffsetPageTable<'a>: Mapper<S>,
+{
+    let page = Page::<S>::containing_address(VirtAddr::new(virt));
+    let frame = PhysFrame::<S>::containing_address(PhysAddr::new(phys));
+    // SAFETY: the caller vouches for the alias; intermediate tables come from `TableFrames`.
+    unsafe { table.map_to_with_table_flags(page, frame, flags, TABLE_FLAGS, &mut TableFrames) }
+        .map_err(map_error)?
+        .ignore();
+    Ok(())
+}
+
 /// A part of the kernel image with its permissions, from the linker script's symbols.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSection {
@@ -96,14 +119,8 @@ pub unsafe fn init_kernel_address_space(
         let flags = pte_flags(section.flags);
         let mut addr = section.start & !(PAGE_SIZE - 1);
         while addr < section.end {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
-            let frame = PhysFrame::containing_address(PhysAddr::new(addr));
             // SAFETY: identity mapping of the kernel image with its intended permissions.
-            unsafe {
-                table.map_to_with_table_flags(page, frame, flags, TABLE_FLAGS, &mut TableFrames)
-            }
-            .map_err(map_error)?
-            .ignore();
+            unsafe { map_permanent::<Size4KiB>(&mut table, addr, addr, flags)? };
             addr += PAGE_SIZE;
         }
     }
@@ -123,40 +140,16 @@ pub unsafe fn init_kernel_address_space(
             let huge_fits = addr % huge == 0
                 && addr + huge <= end
                 && !(addr < image_end && addr + huge > image_start);
-            let virt = VirtAddr::new(PHYS_MAP_BASE + addr);
-            if huge_fits {
-                let page = Page::<Size2MiB>::containing_address(virt);
-                let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(addr));
-                // SAFETY: the direct map: RAM aliased read-write, no-execute, in its own range.
-                unsafe {
-                    table.map_to_with_table_flags(
-                        page,
-                        frame,
-                        direct,
-                        TABLE_FLAGS,
-                        &mut TableFrames,
-                    )
+            let virt = PHYS_MAP_BASE + addr;
+            // SAFETY: the direct map: RAM aliased read-write, no-execute, in its own range.
+            unsafe {
+                if huge_fits {
+                    map_permanent::<Size2MiB>(&mut table, virt, addr, direct)?;
+                } else {
+                    map_permanent::<Size4KiB>(&mut table, virt, addr, direct)?;
                 }
-                .map_err(map_error)?
-                .ignore();
-                addr += huge;
-            } else {
-                let page = Page::<Size4KiB>::containing_address(virt);
-                let frame = PhysFrame::containing_address(PhysAddr::new(addr));
-                // SAFETY: as above.
-                unsafe {
-                    table.map_to_with_table_flags(
-                        page,
-                        frame,
-                        direct,
-                        TABLE_FLAGS,
-                        &mut TableFrames,
-                    )
-                }
-                .map_err(map_error)?
-                .ignore();
-                addr += PAGE_SIZE;
             }
+            addr += if huge_fits { huge } else { PAGE_SIZE };
         }
     }
 

@@ -156,17 +156,6 @@ pub(crate) fn write_u64(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u64) -> b
     write_bytes(caller, ptr, &value.to_le_bytes())
 }
 
-/// Terminal output: LF becomes CRLF.
-fn console_write(bytes: &[u8]) {
-    let mut rest = bytes;
-    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-        keel_console::write_raw(&rest[..pos]);
-        keel_console::write_raw(b"\r\n");
-        rest = &rest[pos + 1..];
-    }
-    keel_console::write_raw(rest);
-}
-
 fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
     if fd != 0 {
         let result = crate::wasi_fs::file_read(&mut caller, fd, iovs, iovs_len, None);
@@ -342,7 +331,7 @@ fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwri
         let Some(bytes) = read_bytes(&mut caller, buf, len) else {
             return errno::FAULT;
         };
-        console_write(&bytes);
+        keel_console::write_text(&bytes);
         total = total.saturating_add(len);
     }
     if write_u32(&mut caller, nwritten as u32, total) {
