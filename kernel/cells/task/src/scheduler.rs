@@ -222,6 +222,9 @@ pub(crate) fn schedule() {
         };
         next.set_state(TaskState::Running);
         s.slice_left = SLICE_TICKS;
+        prev.tls
+            .store(CURRENT_TLS.load(Ordering::Relaxed), Ordering::Relaxed);
+        CURRENT_TLS.store(next.tls.load(Ordering::Relaxed), Ordering::Relaxed);
         let pointers = (Arc::as_ptr(&prev), Arc::as_ptr(&next));
         s.current = Some(next);
         pointers
@@ -645,20 +648,19 @@ pub fn idle_loop() -> ! {
     }
 }
 
+/// The running task's task-local word. Wasmtime reads and writes it on every entry into and
+/// exit from Wasm, so it lives here rather than behind the scheduler lock; `schedule` saves it
+/// into the outgoing task and loads the incoming one's (per-CPU once Keel runs on several).
+static CURRENT_TLS: AtomicU64 = AtomicU64::new(0);
+
 /// The current task's task-local word.
 pub fn tls_get() -> u64 {
-    SCHEDULER
-        .lock()
-        .current
-        .as_ref()
-        .map_or(0, |t| t.tls.load(Ordering::Relaxed))
+    CURRENT_TLS.load(Ordering::Relaxed)
 }
 
 /// Sets the current task's task-local word.
 pub fn tls_set(value: u64) {
-    if let Some(t) = SCHEDULER.lock().current.as_ref() {
-        t.tls.store(value, Ordering::Relaxed);
-    }
+    CURRENT_TLS.store(value, Ordering::Relaxed);
 }
 
 /// Whether someone asked the current task to end (for tasks that end themselves).
