@@ -250,6 +250,61 @@ fn background_programs_show_memory_in_ps_and_can_be_killed() {
     });
 }
 
+/// (free frames, KiB committed to Wasm memory and code) from `mem`.
+fn committed(vm: &mut Vm) -> Result<(u64, u64)> {
+    let out = vm.command("mem")?;
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .with_context(|| format!("no {prefix} line in {out:?}"))
+    };
+    Ok((
+        field(line("frames:")?, "free")?,
+        field(line("wasm:")?, "committed")?,
+    ))
+}
+
+#[test]
+fn linear_memory_takes_ram_only_where_it_is_touched() {
+    with_vm(|vm| {
+        // Load (and cache) the program first, so its code is not part of the difference.
+        let out = run(vm, "memtouch 1 1")?;
+        ensure!(out.contains("memtouch: touched 1 of 1 MiB"), "{out:?}");
+        let (free_before, committed_before) = committed(vm)?;
+        let out = run(vm, "memtouch 48 2 600 &")?;
+        let id: u64 = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix('[')?
+                    .split_once("] memtouch")
+                    .map(|(id, _)| id.to_string())
+            })
+            .with_context(|| format!("no job line in {out:?}"))?
+            .parse()?;
+        vm.wait_for("touched 2 of 48 MiB", RUN_TIMEOUT)?;
+        let (free_during, committed_during) = committed(vm)?;
+        let grown_kib = committed_during.saturating_sub(committed_before);
+        let frames_used = free_before.saturating_sub(free_during);
+        // 2 MiB touched, plus the stack, data and page tables: far below the 48 MiB it has.
+        ensure!(
+            (2048..8192).contains(&grown_kib),
+            "48 MiB allocated, 2 MiB touched, {grown_kib} KiB committed"
+        );
+        ensure!(
+            frames_used < 8192 / 4,
+            "48 MiB allocated, 2 MiB touched, {frames_used} frames in use"
+        );
+        let out = vm.command(&format!("kill {id}"))?;
+        ensure!(out.contains(&format!("killed task {id}")), "kill: {out:?}");
+        let (free_after, committed_after) = committed(vm)?;
+        ensure!(
+            committed_after == committed_before && free_after == free_before,
+            "after the program: free frames {free_after} (before {free_before}), committed {committed_after} KiB (before {committed_before})"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn broken_artifacts_are_refused_with_a_clear_message() {
     with_vm(|vm| {

@@ -156,10 +156,10 @@ fn wasm_programs() {
             alloc::vec![full.saturating_sub(empty) / CALLS],
         );
     }
-    if let Some(t) = time_program("shabench", &["16"]) {
-        report("wasm_sha256_16mib", alloc::vec![t]);
+    if let Some(t) = time_program("shabench", &["64"]) {
+        report("wasm_sha256_64mib", alloc::vec![t]);
     }
-    if let Some(t) = time_program("sortbench", &["1000000"]) {
-        report("wasm_qsort_1m_ints", alloc::vec![t]);
+    if let Some(t) = time_program("sortbench", &["10000000"]) {
+        report("wasm_sort_10m_ints", alloc::vec![t]);
     }
 }

@@ -70,6 +70,10 @@ fn mem(args: &[String]) -> Result<(), String> {
         "heap: used={} free={} size={}",
         heap.used, heap.free, heap.size
     );
+    println!(
+        "wasm: committed={} KiB",
+        keel_wasm_platform::committed_bytes() / 1024
+    );
     if frames.leaked > 0 {
         println!("frames leaked (allocator list full): {}", frames.leaked);
     }

@@ -133,6 +133,15 @@ pub fn allocate_frames_below(count: u64, limit: u64) -> Result<AllocatedFrames, 
     })
 }
 
+/// Gives back one RAM frame that a page table used (the page-table code forgot its
+/// `AllocatedFrames` when the table was created).
+pub(crate) fn free_table_frame(address: PhysAddr) {
+    drop(AllocatedFrames {
+        range: UnitRange::new(address.as_u64() / PAGE_SIZE, 1),
+        pool: Pool::Ram,
+    });
+}
+
 /// Claims a range of device (non-RAM) physical space, such as an MMIO region, for exclusive use.
 pub fn claim_device_frames(start: PhysAddr, size: u64) -> Result<AllocatedFrames, MemoryError> {
     if size == 0 {

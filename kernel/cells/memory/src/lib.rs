@@ -30,7 +30,7 @@ pub use pages::{AllocatedPages, allocate_pages, allocate_pages_aligned, page_sta
 pub use paging::{
     FirmwareView, KernelSection, init_kernel_address_space, map, map_new, translate, view_firmware,
 };
-pub use reservation::{Protection, Reservation};
+pub use reservation::{FaultCommit, Protection, Reservation};
 pub use x86_64::{PhysAddr, VirtAddr};
 
 pub const PAGE_SIZE: u64 = 4096;

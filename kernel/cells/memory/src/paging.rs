@@ -7,10 +7,10 @@ use crate::{
 use core::sync::atomic::{AtomicU64, Ordering};
 use keel_sync::IrqSafeMutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::mapper::{MapToError, Translate};
+use x86_64::structures::paging::mapper::{CleanUp, MapToError, Translate};
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageSize, PageTable, PageTableFlags, PhysFrame,
-    Size2MiB, Size4KiB,
+    FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageSize, PageTable,
+    PageTableFlags, PhysFrame, Size2MiB, Size4KiB,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -20,7 +20,8 @@ static TABLE: IrqSafeMutex<Option<OffsetPageTable<'static>>> = IrqSafeMutex::new
 /// only the boot mirror of the first 4 GiB is.
 static TABLE_FRAME_LIMIT: AtomicU64 = AtomicU64::new(4 << 30);
 
-/// Frames for page tables. They belong to the page tables from then on and are never freed.
+/// Frames for page tables. They belong to the page tables until [`release_tables`] finds a
+/// table empty and gives its frame back.
 struct TableFrames;
 
 // SAFETY: every frame returned is a freshly allocated, unused RAM frame, zeroed, and never
@@ -34,6 +35,31 @@ unsafe impl FrameAllocator<Size4KiB> for TableFrames {
         core::mem::forget(frames);
         Some(PhysFrame::containing_address(addr))
     }
+}
+
+impl FrameDeallocator<Size4KiB> for TableFrames {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+        crate::frames::free_table_frame(frame.start_address());
+    }
+}
+
+/// Frees the page tables (levels 1 to 3) that map nothing any more in `[start, start + size)`,
+/// for ranges whose pages were all unmapped. Large sparse reservations would otherwise keep a
+/// table for every 2 MiB they ever touched.
+pub(crate) fn release_tables(start: VirtAddr, size: u64) {
+    if size == 0 {
+        return;
+    }
+    let first = Page::<Size4KiB>::containing_address(start);
+    let last = Page::<Size4KiB>::containing_address(start + (size - 1));
+    let _ = with_table(|table| {
+        // SAFETY: every table below the top level was created by `map_to_with_table_flags`
+        // for exactly one place in this one (single, kernel-wide) hierarchy; none is shared
+        // or referenced elsewhere, and a table is freed only when all its entries are unused.
+        unsafe { table.clean_up_addr_range(Page::range_inclusive(first, last), &mut TableFrames) };
+        // The freed tables may sit in paging-structure caches; reloading CR3 drops those.
+        x86_64::instructions::tlb::flush_all();
+    });
 }
 
 fn pte_flags(flags: MapFlags) -> PageTableFlags {

@@ -4,8 +4,16 @@
 //! the kernel's virtual page allocator before the heap exists. Neighbouring free ranges are merged
 //! on free, so the list only grows with real fragmentation. Every misuse (double free, freeing what
 //! was never handed out, running out of list slots) is an error value.
+//!
+//! [`IntervalMap`] (which does use the heap) keeps a value per unit as runs of equal values.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod interval_map;
+
+pub use interval_map::IntervalMap;
 
 use core::fmt;
 

@@ -77,13 +77,36 @@ unsafe extern "C" {
     fn keel_wasm_trap_trampoline();
 }
 
-/// Keel's guest-fault filter: a CPU exception in compiled Wasm code becomes a Wasm trap.
-/// Returns false for every other fault (the task layer then handles it as usual).
+/// Page-fault error code bit: the page was present (a protection violation, not a missing page).
+const PAGE_FAULT_PRESENT: u64 = 1 << 0;
+
+/// Keel's guest-fault filter. A page fault on a Wasmtime page that may be used but is not yet
+/// backed commits it and resumes (from Wasm code or from the host touching linear memory); a
+/// CPU exception in compiled Wasm code becomes a Wasm trap. Returns false for every other fault
+/// (the task layer then handles it as usual).
 pub fn on_guest_fault(
     fault: &keel_arch::interrupts::Fault,
     context: &mut keel_arch::interrupts::InterruptedContext,
 ) -> bool {
+    use crate::vm::DemandFault;
     use keel_arch::interrupts::FaultKind;
+    if fault.kind == FaultKind::PageFault
+        && fault
+            .error_code
+            .is_some_and(|code| code & PAGE_FAULT_PRESENT == 0)
+        && let Some(address) = fault.address
+    {
+        match crate::vm::commit_on_fault(address as usize) {
+            DemandFault::Committed => return true,
+            DemandFault::NotDemand => {}
+            DemandFault::OutOfMemory => {
+                let _ = core::fmt::Write::write_fmt(
+                    &mut keel_arch::serial::EmergencyWriter,
+                    format_args!("\r\nout of memory: no frame left for a page at {address:#x}\r\n"),
+                );
+            }
+        }
+    }
     let Some(handler) = trap_handler() else {
         return false;
     };

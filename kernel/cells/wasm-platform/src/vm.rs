@@ -8,18 +8,22 @@
 //!   `remap_as_zeros_at` → `mmap_remap(.., READ|WRITE)` (fresh zeroed pages at the same address);
 //! * `Mmap::drop` → `munmap(ptr, len)` of the whole mapping, and Wasmtime *panics* if it fails.
 //!
-//! Locking: the registry is an [`IrqSafeMutex`] held only for lookups; each reservation has its
-//! own sleeping [`keel_task::Mutex`], so committing and zeroing many pages does not keep
-//! interrupts off. Lock order: a reservation's mutex, then the registry (never the reverse).
+//! Pages are committed on first touch: `mprotect` and `mmap_new` only record access rights, and
+//! [`commit_on_fault`] (called by the page-fault handler) backs a page with a zeroed frame when
+//! Wasm code or the host first uses it. A 64 MiB linear memory of which a program touches 1 MiB
+//! costs 1 MiB of RAM, and `memory.grow` costs no more than recording the new range.
+//!
+//! Locking: the registry and each reservation are [`IrqSafeMutex`]es, because the page-fault
+//! handler takes them. They are held for bounded work: a lookup, recording a range, or changing
+//! the pages actually committed. Lock order: a reservation's, then the registry's.
 
 use crate::error::{EINVAL, ENOTSUP, from_memory};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
-use keel_memory::{MemoryError, PAGE_SIZE, Protection, Reservation};
+use keel_memory::{FaultCommit, MemoryError, PAGE_SIZE, Protection, Reservation};
 use keel_sync::IrqSafeMutex;
-use keel_task::Mutex;
 
 /// `WASMTIME_PROT_READ` in `capi.rs`.
 pub const WASMTIME_PROT_READ: u32 = 1 << 0;
@@ -34,7 +38,7 @@ struct Mapping {
     reservation: Option<Reservation>,
 }
 
-type SharedMapping = Arc<Mutex<Mapping>>;
+type SharedMapping = Arc<IrqSafeMutex<Mapping>>;
 
 /// Live mappings by start address.
 static MAPPINGS: IrqSafeMutex<BTreeMap<usize, SharedMapping>> = IrqSafeMutex::new(BTreeMap::new());
@@ -137,9 +141,9 @@ fn with_range(
     to_code(result)
 }
 
-/// Reserves `size` bytes of kernel virtual address space and gives them `prot_flags`: with
-/// `0` nothing is committed (Wasmtime's `Mmap::reserve`); otherwise all pages are committed,
-/// zeroed, now. Stores the start in `ret`. Returns 0, or an error code.
+/// Reserves `size` bytes of kernel virtual address space and gives them `prot_flags` (`0`:
+/// inaccessible, Wasmtime's `Mmap::reserve`). Pages are committed, zeroed, when first touched.
+/// Stores the start in `ret`. Returns 0, or an error code.
 #[unsafe(no_mangle)]
 pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut u8) -> i32 {
     let prot = match protection(prot_flags) {
@@ -153,15 +157,11 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
         Ok(r) => r,
         Err(e) => return from_memory(e),
     };
-    if prot != Protection::None
-        && let Err(e) = reservation.protect(0, size as u64, prot)
-    {
-        // Dropping the reservation frees whatever was committed before the failure.
+    if let Err(e) = reservation.protect(0, size as u64, prot) {
         return from_memory(e);
     }
     let start = reservation.start_address().as_u64() as usize;
-    COMMITTED.fetch_add(reservation.committed_bytes(), Ordering::Relaxed);
-    let mapping = Arc::new(Mutex::new(Mapping {
+    let mapping = Arc::new(IrqSafeMutex::new(Mapping {
         reservation: Some(reservation),
     }));
     MAPPINGS.lock().insert(start, mapping);
@@ -231,8 +231,9 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
 }
 
 /// Sets the access of `[ptr, ptr + size)` (page-aligned, inside one mapping). `0` decommits
-/// (the contents are lost); other protections commit zeroed pages where none are and keep the
-/// contents of committed ones. Returns 0, or an error code (`ENOTSUP` for write+execute).
+/// (the contents are lost); other protections keep the contents of committed pages, and the
+/// others are committed, zeroed, when first touched. Returns 0, or an error code (`ENOTSUP`
+/// for write+execute).
 #[unsafe(no_mangle)]
 pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
     let prot = match protection(prot_flags) {
@@ -248,6 +249,38 @@ pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) 
         }
     }
     result
+}
+
+/// What the page-fault handler should do after [`commit_on_fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemandFault {
+    /// The page is now backed: resume the faulting access.
+    Committed,
+    /// Not a page waiting to be committed: a guard region, a protection violation, or an
+    /// address outside Wasmtime's mappings.
+    NotDemand,
+    /// The page may be used but no frame is left for it.
+    OutOfMemory,
+}
+
+/// Commits the page containing `addr` if it lies in a Wasmtime mapping, may be accessed and is
+/// not yet backed. Runs in the page-fault handler: it takes only interrupt-safe locks.
+pub fn commit_on_fault(addr: usize) -> DemandFault {
+    let Some((start, mapping)) = containing(addr) else {
+        return DemandFault::NotDemand;
+    };
+    let mut mapping = mapping.lock();
+    let Some(reservation) = mapping.reservation.as_mut() else {
+        return DemandFault::NotDemand;
+    };
+    match reservation.commit_on_fault((addr - start) as u64) {
+        Ok(FaultCommit::Committed) => {
+            COMMITTED.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+            DemandFault::Committed
+        }
+        Ok(FaultCommit::NotCommittable) => DemandFault::NotDemand,
+        Err(_) => DemandFault::OutOfMemory,
+    }
 }
 
 /// Keel's page size.
