@@ -55,6 +55,8 @@ pub fn engine() -> Result<&'static Engine, &'static str> {
 pub struct Program {
     pub name: String,
     pub module: Module,
+    /// The module with its imports resolved against the WASI host, ready for a new store.
+    pub(crate) instance_pre: wasmtime::InstancePre<crate::wasi::Ctx>,
 }
 
 /// Why a program could not be loaded.
@@ -90,9 +92,12 @@ pub fn load(name: &str, artifact: &[u8]) -> Result<Program, LoadError> {
     // to hold what `keel-aot` wrote (as it trusts its own code).
     let module = unsafe { Module::deserialize(engine, artifact) }
         .map_err(|e| LoadError::Rejected(alloc::format!("{e:#}")))?;
+    let instance_pre =
+        crate::wasi::prepare(&module).map_err(|e| LoadError::Rejected(alloc::format!("{e:#}")))?;
     Ok(Program {
         name: name.to_string(),
         module,
+        instance_pre,
     })
 }
 

@@ -4,6 +4,7 @@
 //! answers `ENOSYS`.
 
 use crate::Program;
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -13,8 +14,8 @@ use keel_vfs::{FdTable, Vfs};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use wasmtime::{
-    Caller, Extern, Linker, Memory, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
-    UpdateDeadline, Val, WasmBacktrace,
+    Caller, Engine, Extern, InstancePre, IntoFunc, Linker, Memory, Module, ResourceLimiter, Store,
+    StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline, Val, WasmBacktrace,
 };
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -384,10 +385,10 @@ fn program_rng() -> ChaCha20Rng {
     ChaCha20Rng::from_seed(seed)
 }
 
-fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "fd_write", fd_write)?;
-    linker.func_wrap(MODULE, "fd_read", fd_read)?;
-    linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff)?;
+fn add_wasi(host: &mut HostFunctions) -> wasmtime::Result<()> {
+    host.wrap("fd_write", fd_write)?;
+    host.wrap("fd_read", fd_read)?;
+    host.wrap("poll_oneoff", poll_oneoff)?;
     // Arguments and environment share their layout: a count and size call, and a fill call.
     type Strings = fn(&Ctx) -> &[String];
     let lists: [(&str, &str, Strings); 2] = [
@@ -395,16 +396,14 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         ("environ_sizes_get", "environ_get", |ctx| &ctx.env),
     ];
     for (sizes_name, get_name, list) in lists {
-        linker.func_wrap(
-            MODULE,
+        host.wrap(
             sizes_name,
             move |mut c: Caller<'_, Ctx>, count: i32, size: i32| {
                 let strings = list(c.data()).to_vec();
                 put_sizes(&mut c, &strings, count as u32, size as u32)
             },
         )?;
-        linker.func_wrap(
-            MODULE,
+        host.wrap(
             get_name,
             move |mut c: Caller<'_, Ctx>, ptrs: i32, buf: i32| {
                 let strings = list(c.data()).to_vec();
@@ -412,15 +411,13 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             },
         )?;
     }
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "proc_exit",
         |_c: Caller<'_, Ctx>, code: i32| -> wasmtime::Result<()> {
             Err(wasmtime::Error::new(Exit(code)))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "clock_time_get",
         |mut c: Caller<'_, Ctx>, id: i32, _precision: i64, out: i32| {
             // 0: realtime; 1: monotonic; 2, 3: process and thread CPU time (approximated by
@@ -437,8 +434,7 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "clock_res_get",
         |mut c: Caller<'_, Ctx>, id: i32, out: i32| {
             if !(0..=3).contains(&id) {
@@ -451,8 +447,7 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "random_get",
         |mut c: Caller<'_, Ctx>, buf: i32, len: i32| {
             let mut bytes = alloc::vec![0u8; len.max(0) as usize];
@@ -464,20 +459,62 @@ fn add_wasi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, Ctx>| {
+    host.wrap("sched_yield", |_c: Caller<'_, Ctx>| {
         keel_task::yield_now();
         errno::SUCCESS
     })?;
     Ok(())
 }
 
-/// Defines every other WASI import of `module` as a function that answers `ENOSYS`.
-fn add_unimplemented(linker: &mut Linker<Ctx>, program: &Program) -> wasmtime::Result<()> {
-    for import in program.module.imports() {
-        if import.module() != MODULE
-            || IMPLEMENTED.contains(&import.name())
-            || crate::wasi_fs::IMPLEMENTED.contains(&import.name())
-        {
+/// The WASI host: a [`Linker`] with every call Keel implements, and their names.
+struct WasiLinker {
+    linker: Linker<Ctx>,
+    defined: BTreeSet<&'static str>,
+}
+
+/// Where the WASI calls are defined; records each name, so that the calls a module imports
+/// and Keel lacks are known without a second list.
+pub(crate) struct HostFunctions<'a> {
+    linker: &'a mut Linker<Ctx>,
+    defined: &'a mut BTreeSet<&'static str>,
+}
+
+impl HostFunctions<'_> {
+    pub(crate) fn wrap<Params, Args>(
+        &mut self,
+        name: &'static str,
+        func: impl IntoFunc<Ctx, Params, Args>,
+    ) -> wasmtime::Result<()> {
+        self.linker.func_wrap(MODULE, name, func)?;
+        self.defined.insert(name);
+        Ok(())
+    }
+}
+
+/// The WASI linker of the (one) engine, built on first use.
+static WASI_LINKER: spin::Once<WasiLinker> = spin::Once::new();
+
+fn wasi_linker(engine: &Engine) -> wasmtime::Result<&'static WasiLinker> {
+    WASI_LINKER.try_call_once(|| {
+        let mut linker = Linker::new(engine);
+        let mut defined = BTreeSet::new();
+        let mut host = HostFunctions {
+            linker: &mut linker,
+            defined: &mut defined,
+        };
+        add_wasi(&mut host)?;
+        crate::wasi_fs::add(&mut host)?;
+        Ok(WasiLinker { linker, defined })
+    })
+}
+
+/// Resolves `module`'s imports against the WASI host once, for all its runs: calls Keel does
+/// not implement answer `ENOSYS`; an import from outside `wasi_snapshot_preview1` is an error.
+pub(crate) fn prepare(module: &Module) -> wasmtime::Result<InstancePre<Ctx>> {
+    let wasi = wasi_linker(module.engine())?;
+    let mut linker = wasi.linker.clone();
+    for import in module.imports() {
+        if import.module() != MODULE || wasi.defined.contains(import.name()) {
             continue;
         }
         if let wasmtime::ExternType::Func(ty) = import.ty() {
@@ -490,24 +527,8 @@ fn add_unimplemented(linker: &mut Linker<Ctx>, program: &Program) -> wasmtime::R
             })?;
         }
     }
-    Ok(())
+    linker.instantiate_pre(module)
 }
-
-/// The calls `add_wasi` defines.
-const IMPLEMENTED: &[&str] = &[
-    "fd_write",
-    "fd_read",
-    "poll_oneoff",
-    "args_sizes_get",
-    "args_get",
-    "environ_sizes_get",
-    "environ_get",
-    "proc_exit",
-    "clock_time_get",
-    "clock_res_get",
-    "random_get",
-    "sched_yield",
-];
 
 /// Memory a program may use at most.
 pub const MEMORY_LIMIT: usize = 64 << 20;
@@ -557,12 +578,9 @@ pub fn run(
             Ok(UpdateDeadline::Continue(1))
         }
     });
-    let mut linker = Linker::new(engine);
-    add_wasi(&mut linker).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
-    crate::wasi_fs::add(&mut linker).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
-    add_unimplemented(&mut linker, program).map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
-    let instance = linker
-        .instantiate(&mut store, &program.module)
+    let instance = program
+        .instance_pre
+        .instantiate(&mut store)
         .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")

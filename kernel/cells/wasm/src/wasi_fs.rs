@@ -2,13 +2,12 @@
 //! handles it was given (preopens) and what it opens from them; the VFS refuses paths that
 //! would leave a handle's directory.
 
-use crate::wasi::{Ctx, errno, read_bytes, write_bytes, write_u32, write_u64};
+use crate::wasi::{Ctx, HostFunctions, errno, read_bytes, write_bytes, write_u32, write_u64};
 use alloc::string::String;
 use alloc::vec::Vec;
 use keel_vfs::{Errno, FdFlags, OFlags, Rights, Whence, dirent_capacity, encode_dirents};
-use wasmtime::{Caller, Linker};
+use wasmtime::Caller;
 
-const MODULE: &str = "wasi_snapshot_preview1";
 
 fn code(e: Errno) -> i32 {
     e.raw() as i32
@@ -147,14 +146,12 @@ fn fdstat(c: &mut Caller<'_, Ctx>, fd: i32, out: i32) -> Result<(), i32> {
     }
 }
 
-pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        MODULE,
+pub(crate) fn add(host: &mut HostFunctions) -> wasmtime::Result<()> {
+    host.wrap(
         "fd_fdstat_get",
         |mut c: Caller<'_, Ctx>, fd: i32, out: i32| status(fdstat(&mut c, fd, out)),
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_fdstat_set_flags",
         |mut c: Caller<'_, Ctx>, fd: i32, flags: i32| {
             if is_stdio(fd) {
@@ -169,8 +166,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_prestat_get",
         |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
             let result = (|| {
@@ -187,8 +183,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_prestat_dir_name",
         |mut c: Caller<'_, Ctx>, fd: i32, buf: i32, len: i32| {
             let result = (|| {
@@ -206,14 +201,13 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(MODULE, "fd_close", |mut c: Caller<'_, Ctx>, fd: i32| {
+    host.wrap("fd_close", |mut c: Caller<'_, Ctx>, fd: i32| {
         if is_stdio(fd) {
             return errno::SUCCESS;
         }
         status(c.data_mut().fds.close(fd as u32).map_err(code))
     })?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_renumber",
         |mut c: Caller<'_, Ctx>, from: i32, to: i32| {
             if is_stdio(from) || is_stdio(to) {
@@ -227,22 +221,21 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             )
         },
     )?;
-    linker.func_wrap(MODULE, "fd_sync", |c: Caller<'_, Ctx>, fd: i32| {
+    host.wrap("fd_sync", |c: Caller<'_, Ctx>, fd: i32| {
         if is_stdio(fd) || c.data().fds.get(fd as u32).is_ok() {
             errno::SUCCESS
         } else {
             errno::BADF
         }
     })?;
-    linker.func_wrap(MODULE, "fd_datasync", |c: Caller<'_, Ctx>, fd: i32| {
+    host.wrap("fd_datasync", |c: Caller<'_, Ctx>, fd: i32| {
         if is_stdio(fd) || c.data().fds.get(fd as u32).is_ok() {
             errno::SUCCESS
         } else {
             errno::BADF
         }
     })?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_seek",
         |mut c: Caller<'_, Ctx>, fd: i32, offset: i64, whence: i32, out: i32| {
             if is_stdio(fd) {
@@ -263,42 +256,35 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_tell",
-        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
-            if is_stdio(fd) {
-                return errno::SPIPE;
+    host.wrap("fd_tell", |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+        if is_stdio(fd) {
+            return errno::SPIPE;
+        }
+        let result = (|| {
+            let position = c.data().fds.get(fd as u32).map_err(code)?.offset();
+            if write_u64(&mut c, out as u32, position) {
+                Ok(())
+            } else {
+                Err(errno::FAULT)
             }
-            let result = (|| {
-                let position = c.data().fds.get(fd as u32).map_err(code)?.offset();
-                if write_u64(&mut c, out as u32, position) {
-                    Ok(())
-                } else {
-                    Err(errno::FAULT)
-                }
-            })();
-            status(result)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
+        })();
+        status(result)
+    })?;
+    host.wrap(
         "fd_pread",
         |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, count: i32, offset: i64, out: i32| {
             let result = file_read(&mut c, fd, iovs, count, Some(offset as u64));
             reply_count(&mut c, out, result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_pwrite",
         |mut c: Caller<'_, Ctx>, fd: i32, iovs: i32, count: i32, offset: i64, out: i32| {
             let result = file_write(&mut c, fd, iovs, count, Some(offset as u64));
             reply_count(&mut c, out, result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_filestat_get",
         |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
             let result = (|| {
@@ -320,8 +306,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_filestat_set_size",
         |mut c: Caller<'_, Ctx>, fd: i32, size: i64| {
             let ctx = c.data_mut();
@@ -333,8 +318,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result.map_err(code))
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "fd_readdir",
         |mut c: Caller<'_, Ctx>, fd: i32, buf: i32, len: i32, cookie: i64, used: i32| {
             let result = (|| {
@@ -356,8 +340,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "path_open",
         |mut c: Caller<'_, Ctx>,
          dirfd: i32,
@@ -390,8 +373,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "path_filestat_get",
         |mut c: Caller<'_, Ctx>, dirfd: i32, _flags: i32, path: i32, len: i32, out: i32| {
             let result = (|| {
@@ -415,8 +397,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         ("path_unlink_file", |v, d, p| v.unlink_file(d, p)),
     ];
     for (name, op) in path_ops {
-        linker.func_wrap(
-            MODULE,
+        host.wrap(
             name,
             move |mut c: Caller<'_, Ctx>, dirfd: i32, path: i32, len: i32| {
                 let result = (|| {
@@ -429,8 +410,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             },
         )?;
     }
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "path_rename",
         |mut c: Caller<'_, Ctx>,
          from_fd: i32,
@@ -450,8 +430,7 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             status(result)
         },
     )?;
-    linker.func_wrap(
-        MODULE,
+    host.wrap(
         "path_readlink",
         |mut c: Caller<'_, Ctx>,
          dirfd: i32,
@@ -471,29 +450,3 @@ pub(crate) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     )?;
     Ok(())
 }
-
-/// The calls `add` defines.
-pub(crate) const IMPLEMENTED: &[&str] = &[
-    "fd_fdstat_get",
-    "fd_fdstat_set_flags",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_close",
-    "fd_renumber",
-    "fd_sync",
-    "fd_datasync",
-    "fd_seek",
-    "fd_tell",
-    "fd_pread",
-    "fd_pwrite",
-    "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_readdir",
-    "path_open",
-    "path_filestat_get",
-    "path_create_directory",
-    "path_remove_directory",
-    "path_unlink_file",
-    "path_rename",
-    "path_readlink",
-];
