@@ -5,6 +5,7 @@
 #   make test     host unit tests, then the kernel image, then the QEMU integration tests
 #   make image    build the kernel and target/keel/keel.iso (its path is the last line printed)
 #   make bench    boot BOOTS times, run the in-kernel benchmarks, write target/bench/report.md
+#   make bench-dd cost of a WASI-dd MMIO access on the host, written to target/bench/wasi-dd-host.md
 #   make clippy   lint the host crates, the QEMU tests and the kernel (warnings are errors)
 #   make fmt      check formatting
 
@@ -16,7 +17,7 @@ CARGO ?= cargo
 KEEL := $(CARGO) run --quiet -p keel-toolchain --
 
 .DEFAULT_GOAL := image
-.PHONY: setup image run test bench clippy fmt
+.PHONY: setup image run test bench bench-dd clippy fmt
 
 setup:
 	@bash toolchain/setup.sh
@@ -28,12 +29,16 @@ run: setup
 	@$(KEEL) run --mem $(MEM) --port $(PORT)
 
 test: setup
+	@$(KEEL) build-drivers
 	$(CARGO) test
 	@$(KEEL) image
 	$(CARGO) test -p keel-toolchain --test kernel --test apps -- --test-threads=2
 
 bench: setup
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
+
+bench-dd: setup
+	@$(KEEL) bench-dd
 
 clippy: setup
 	$(CARGO) clippy --all-targets -- -D warnings

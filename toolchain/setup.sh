@@ -2,8 +2,9 @@
 # Idempotent set-up for building and running Keel: Debian packages (QEMU, GRUB, xorriso, mtools;
 # clang/lld with wasi-libc, compiler-rt and libc++ for wasm32 and wabt, for apps-wasm/), the pinned
 # Rust nightly with its components and the kernel target, and the Rust release pinned in
-# apps-wasm/rust/rust-toolchain.toml with the wasm32-wasip1 target (the nightly has no rust-std
-# for it). Cheap when everything is already present: it only looks, and installs what is missing.
+# apps-wasm/rust/rust-toolchain.toml with the wasm32-wasip1 target (guest apps) and the
+# wasm32-unknown-unknown target (WASI-dd drivers, drivers-wasm/ pins the same release); the
+# nightly has no rust-std for either. Cheap when everything is already present: it only looks, and installs what is missing.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +13,7 @@ debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools binutils
     clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 libc++abi-14-dev-wasm32 wabt)
 rust_components=(rust-src clippy rustfmt)
 kernel_target=x86_64-unknown-none
-apps_target=wasm32-wasip1
+apps_targets=(wasm32-wasip1 wasm32-unknown-unknown)
 
 log() { echo "setup: $*" >&2; }
 
@@ -82,7 +83,7 @@ install_rust_toolchain() {
         --component "$components" --target "$kernel_target"
 }
 
-# The toolchain for the Rust guest apps (apps-wasm/rust), with the wasm32-wasip1 target.
+# The toolchain for the Rust guests (apps-wasm/rust and drivers-wasm), with their wasm targets.
 install_apps_rust_toolchain() {
     local channel toolchain_file="$repo_root/apps-wasm/rust/rust-toolchain.toml"
     [[ -f "$toolchain_file" ]] || return 0
@@ -96,12 +97,19 @@ install_apps_rust_toolchain() {
         return 1
     fi
     if ! rustup run "$channel" rustc -V >/dev/null 2>&1; then
-        log "installing Rust $channel with target $apps_target (for apps-wasm)"
-        rustup toolchain install "$channel" --profile minimal --target "$apps_target"
-    elif ! rustup target list --toolchain "$channel" --installed 2>/dev/null | grep -qx "$apps_target"; then
-        log "adding target $apps_target to Rust $channel (for apps-wasm)"
-        rustup target add --toolchain "$channel" "$apps_target"
+        log "installing Rust $channel with targets ${apps_targets[*]} (for apps-wasm, drivers-wasm)"
+        rustup toolchain install "$channel" --profile minimal \
+            --target "$(IFS=,; echo "${apps_targets[*]}")"
+        return
     fi
+    local installed
+    installed="$(rustup target list --toolchain "$channel" --installed 2>/dev/null)"
+    for target in "${apps_targets[@]}"; do
+        if ! grep -qx "$target" <<<"$installed"; then
+            log "adding target $target to Rust $channel"
+            rustup target add --toolchain "$channel" "$target"
+        fi
+    done
 }
 
 install_debian_packages

@@ -21,6 +21,10 @@ commands:
                                             target/bench/report.md and report.json (builds the
                                             image unless --iso names one)
   clippy-kernel                             run clippy on the kernel for its target
+  build-drivers                             build drivers-wasm/ and componentize each driver into
+                                            target/drivers-wasm/<name>.wasm
+  bench-dd                                  cost of a WASI-dd MMIO access from a driver vs native,
+                                            on the host; writes target/bench/wasi-dd-host.md
   help                                      show this text
 
 defaults: --mem 128M, --port 8080, --boots 5. Environment: KEEL_QEMU overrides the QEMU binary.";
@@ -33,6 +37,8 @@ pub enum Cli {
     Run(RunArgs),
     Bench(BenchArgs),
     ClippyKernel,
+    BuildDrivers,
+    BenchDd,
     Help,
 }
 
@@ -79,6 +85,8 @@ impl Cli {
                 iso: options.take("--iso").map(PathBuf::from),
             }),
             "clippy-kernel" => Cli::ClippyKernel,
+            "build-drivers" => Cli::BuildDrivers,
+            "bench-dd" => Cli::BenchDd,
             "help" | "-h" | "--help" => Cli::Help,
             other => bail!("unknown command {other:?}\n\n{USAGE}"),
         };
@@ -203,6 +211,8 @@ mod tests {
             })
         );
         assert_eq!(parse("clippy-kernel").unwrap(), Cli::ClippyKernel);
+        assert_eq!(parse("build-drivers").unwrap(), Cli::BuildDrivers);
+        assert_eq!(parse("bench-dd").unwrap(), Cli::BenchDd);
     }
 
     #[test]
@@ -213,5 +223,6 @@ mod tests {
         assert!(parse("run --port").is_err());
         assert!(parse("run --port eighty").is_err());
         assert!(parse("image stray").is_err());
+        assert!(parse("build-drivers --debug").is_err());
     }
 }

@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::apps::App;
+use crate::drivers::BootDriver;
 use crate::paths::Layout;
 use crate::process::run_captured;
 
@@ -27,10 +28,28 @@ menuentry \"Keel\" {
 
 /// Lays out the ISO tree and runs `grub-mkrescue`. Returns the ISO's path. The ISO is written
 /// under a temporary name and renamed, so a reader never sees a half-written image.
-pub fn make_iso(layout: &Layout, kernel_elf: &Path, apps: &[App]) -> Result<PathBuf> {
+pub fn make_iso(
+    layout: &Layout,
+    kernel_elf: &Path,
+    apps: &[App],
+    drivers: &[BootDriver],
+) -> Result<PathBuf> {
     let root = layout.iso_root();
     stage_iso_tree(&root, kernel_elf)?;
-    stage_apps(&root, apps)?;
+    let modules: Vec<Module> = apps
+        .iter()
+        .map(|app| Module {
+            iso_path: format!("boot/apps/{}.cwasm.lz4", app.name),
+            artifact: app.artifact.clone(),
+            command_line: app.name.clone(),
+        })
+        .chain(drivers.iter().map(|driver| Module {
+            iso_path: format!("boot/drivers/{}.cwasm.lz4", driver.name),
+            artifact: driver.artifact.clone(),
+            command_line: driver.command_line.clone(),
+        }))
+        .collect();
+    stage_modules(&root, &modules)?;
     let iso = layout.iso();
     let partial = iso.with_extension("iso.partial");
     run_captured(
@@ -57,29 +76,36 @@ fn stage_iso_tree(root: &Path, kernel_elf: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies the precompiled programs to `boot/apps/` and lists them as multiboot2 modules (the
-/// module's command line is the program's name).
-fn stage_apps(root: &Path, apps: &[App]) -> Result<()> {
-    if apps.is_empty() {
+/// A multiboot2 module: a precompiled program or driver and its command line.
+struct Module {
+    iso_path: String,
+    artifact: PathBuf,
+    command_line: String,
+}
+
+/// Copies the modules into the ISO tree, LZ4-compressed, and lists them in `grub.cfg`.
+fn stage_modules(root: &Path, modules: &[Module]) -> Result<()> {
+    if modules.is_empty() {
         return Ok(());
     }
-    let dir = root.join("boot/apps");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut modules = String::new();
-    for app in apps {
+    let mut lines = String::new();
+    for module in modules {
         // LZ4-compressed: GRUB reads modules through the BIOS, slowly under TCG, and the kernel
-        // decompresses a program only when it first runs.
-        let dest = dir.join(format!("{}.cwasm.lz4", app.name));
-        let bytes = fs::read(&app.artifact)
-            .with_context(|| format!("reading {}", app.artifact.display()))?;
+        // decompresses a module only when it first uses it.
+        let dest = root.join(&module.iso_path);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let bytes = fs::read(&module.artifact)
+            .with_context(|| format!("reading {}", module.artifact.display()))?;
         fs::write(&dest, lz4_flex::compress_prepend_size(&bytes))
             .with_context(|| format!("writing {}", dest.display()))?;
-        modules.push_str(&format!(
-            "    module2 /boot/apps/{0}.cwasm.lz4 {0}\n",
-            app.name
+        lines.push_str(&format!(
+            "    module2 /{} {}\n",
+            module.iso_path, module.command_line
         ));
     }
-    let cfg = GRUB_CFG.replace("    boot\n", &format!("{modules}    boot\n"));
+    let cfg = GRUB_CFG.replace("    boot\n", &format!("{lines}    boot\n"));
     fs::write(root.join("boot/grub/grub.cfg"), cfg).context("writing grub.cfg")
 }
 
@@ -134,6 +160,43 @@ mod tests {
             GRUB_CFG
         );
         assert!(!root.join("stale").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lists_programs_and_drivers_as_compressed_modules() {
+        let dir = std::env::temp_dir().join(format!("keel-modules-test-{}", std::process::id()));
+        let root = dir.join("iso");
+        fs::create_dir_all(root.join("boot/grub")).unwrap();
+        let artifact = dir.join("x.cwasm");
+        fs::write(&artifact, b"precompiled").unwrap();
+        let modules = [
+            Module {
+                iso_path: "boot/apps/hello.cwasm.lz4".into(),
+                artifact: artifact.clone(),
+                command_line: "hello".into(),
+            },
+            Module {
+                iso_path: "boot/drivers/test-edu.cwasm.lz4".into(),
+                artifact,
+                command_line: "driver test-edu world=test-driver match=1234:11e8".into(),
+            },
+        ];
+        stage_modules(&root, &modules).unwrap();
+        let cfg = fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap();
+        assert!(
+            cfg.contains("    module2 /boot/apps/hello.cwasm.lz4 hello\n"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("    module2 /boot/drivers/test-edu.cwasm.lz4 driver test-edu world=test-driver match=1234:11e8\n    boot\n"),
+            "{cfg}"
+        );
+        let packed = fs::read(root.join("boot/drivers/test-edu.cwasm.lz4")).unwrap();
+        assert_eq!(
+            lz4_flex::decompress_size_prepended(&packed).unwrap(),
+            b"precompiled"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use keel_toolchain::bench::{self, BenchOptions};
 use keel_toolchain::cli::{Cli, RunArgs, USAGE};
+use keel_toolchain::drivers::{bench_dd, build_drivers};
 use keel_toolchain::image::make_iso;
 use keel_toolchain::kernel::{build_kernel, kernel_cargo};
 use keel_toolchain::paths::{Layout, Profile};
@@ -53,6 +54,12 @@ fn execute(cli: &Cli) -> Result<()> {
             let mut clippy = kernel_cargo(&layout, "clippy", Profile::Release)?;
             run_checked(clippy.args(["--", "-D", "warnings"]))?;
         }
+        Cli::BuildDrivers => {
+            for component in build_drivers(&layout)? {
+                println!("{}", component.display());
+            }
+        }
+        Cli::BenchDd => println!("{}", bench_dd(&layout)?.display()),
         Cli::Help => println!("{USAGE}"),
     }
     Ok(())
@@ -66,7 +73,9 @@ fn image(layout: &Layout, profile: Profile) -> Result<PathBuf> {
     let mut apps = keel_toolchain::apps::precompile(layout, &wasm)?;
     let broken = keel_toolchain::apps::broken_fixtures(layout, &apps, &wasm)?;
     apps.extend(broken);
-    make_iso(layout, &kernel, &apps)
+    let components = build_drivers(layout)?;
+    let drivers = keel_toolchain::drivers::boot_drivers(layout, &components)?;
+    make_iso(layout, &kernel, &apps, &drivers)
 }
 
 /// Builds the image and replaces this process with an interactive QEMU.

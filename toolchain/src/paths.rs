@@ -82,6 +82,11 @@ impl Layout {
         self.keel_dir().join("disk.img")
     }
 
+    /// `target/drivers-wasm`: the driver components (`<name>.wasm`) and the guest cargo build.
+    pub fn drivers_dir(&self) -> PathBuf {
+        self.target.join("drivers-wasm")
+    }
+
     /// `target/bench`: the benchmark reports.
     pub fn bench_dir(&self) -> PathBuf {
         self.target.join("bench")

@@ -2,7 +2,8 @@
 //!
 //! q35 under TCG (never KVM: the `/dev/kvm` on our machines is a slow software substitute), no
 //! default devices, the serial port on stdio, `isa-debug-exit` so the guest can end QEMU, and an
-//! e1000 on user networking with one host port forwarded to the guest's port 80.
+//! e1000 on user networking with one host port forwarded to the guest's port 80, and QEMU's `edu`
+//! teaching device for the WASI-dd driver test.
 
 use std::env;
 use std::ffi::OsString;
@@ -85,6 +86,10 @@ impl QemuConfig {
                 "e1000,netdev=n0".into(),
                 "-netdev".into(),
                 format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:80", self.host_port),
+                // QEMU's teaching device: MMIO, interrupts and DMA that the `test-edu` WASI-dd
+                // driver exercises at every boot.
+                "-device".into(),
+                "edu".into(),
             ]
             .map(OsString::from),
         );
@@ -158,7 +163,7 @@ mod tests {
             "-machine q35 -accel tcg -cpu max -m 128M -nodefaults -no-reboot -display none \
              -serial stdio -cdrom /x/keel.iso -boot d \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -device e1000,netdev=n0 \
-             -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4321-:80"
+             -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4321-:80 -device edu"
         );
         assert!(!line.contains("kvm"));
     }

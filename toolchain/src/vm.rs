@@ -71,7 +71,25 @@ impl Vm {
         config.memory = memory.to_string();
         let mut vm = Self::boot(&config, DEFAULT_MAX_RUNTIME)?;
         let boot_log = vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
+        if boot_log.contains(" in the boot image") && boot_log.contains("drivers: ") {
+            vm.wait_for_drivers()?;
+        }
         Ok((vm, boot_log))
+    }
+
+    /// Waits (a bounded number of looks) until the boot image's drivers are bound and none is
+    /// still starting, so that a test sees a quiet system: drivers allocate memory and print
+    /// while they start.
+    pub fn wait_for_drivers(&mut self) -> Result<String> {
+        let mut output = String::new();
+        for _ in 0..120 {
+            output = self.command("drivers")?;
+            if !output.contains("still binding") && !output.contains(" starting ") {
+                return Ok(output);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Err(anyhow!("the drivers did not settle: {output:?}"))
     }
 
     /// Starts `command` with piped stdio and begins collecting its output.

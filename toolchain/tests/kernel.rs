@@ -13,8 +13,8 @@ use keel_toolchain::vm::{BOOT_TIMEOUT, PROMPT, Vm};
 /// The task states `ps` may show.
 const TASK_STATES: [&str; 5] = ["running", "ready", "blocked", "sleeping", "exited"];
 /// The commands the shell contract names; `help` must list each of them.
-const SHELL_COMMANDS: [&str; 8] = [
-    "help", "ps", "mem", "uptime", "kill", "selftest", "bench", "shutdown",
+const SHELL_COMMANDS: [&str; 10] = [
+    "help", "ps", "mem", "uptime", "kill", "selftest", "bench", "shutdown", "lspci", "drivers",
 ];
 const FAULT_KINDS: [&str; 5] = ["page", "div", "ud", "gp", "stack"];
 /// Hang guard for the heavier self-tests.
@@ -400,8 +400,234 @@ fn shutdown_exits_qemu() {
     });
 }
 
+/// One `lspci` summary line: `bb:dd.f <class name> [cccc]: <vendor> <device> [vvvv:dddd]...`.
+#[derive(Debug, PartialEq)]
+struct PciRow {
+    address: String,
+    class_name: String,
+    class: u16,
+    names: String,
+    vendor: u16,
+    device: u16,
+}
+
+fn parse_pci_row(line: &str) -> Result<PciRow> {
+    let bad = || anyhow!("lspci line {line:?} is not `bb:dd.f class [cccc]: names [vvvv:dddd]`");
+    let (address, rest) = line.split_once(' ').ok_or_else(bad)?;
+    let (class_part, rest) = rest.split_once("]: ").ok_or_else(bad)?;
+    let (class_name, class) = class_part.rsplit_once(" [").ok_or_else(bad)?;
+    let ids_at = rest.rfind(" [").ok_or_else(bad)?;
+    let (names, ids) = (&rest[..ids_at], &rest[ids_at + 2..]);
+    let ids = ids.split(']').next().ok_or_else(bad)?;
+    let (vendor, device) = ids.split_once(':').ok_or_else(bad)?;
+    let hex = |s: &str| u16::from_str_radix(s, 16).map_err(|_| bad());
+    let address_ok = address.len() == 7
+        && address.as_bytes()[2] == b':'
+        && address.as_bytes()[5] == b'.'
+        && u8::from_str_radix(&address[..2], 16).is_ok()
+        && u8::from_str_radix(&address[3..5], 16).is_ok_and(|d| d < 32)
+        && address[6..].parse::<u8>().is_ok_and(|f| f < 8);
+    ensure!(address_ok, "bad address in {line:?}");
+    ensure!(
+        class.len() == 4 && vendor.len() == 4 && device.len() == 4,
+        "ids in {line:?} are not 4 hex digits"
+    );
+    Ok(PciRow {
+        address: address.to_string(),
+        class_name: class_name.to_string(),
+        class: hex(class)?,
+        names: names.to_string(),
+        vendor: hex(vendor)?,
+        device: hex(device)?,
+    })
+}
+
+/// A BAR line of `lspci -v`: `BAR<n>: <kind> at 0x<base> [size <size>...]`; returns the kind,
+/// the base and the size in bytes.
+fn parse_bar(line: &str) -> Result<(String, u64, u64)> {
+    let bad = || anyhow!("BAR line {line:?} is not `BARn: kind at 0xbase [size s]`");
+    let (_, rest) = line.split_once(": ").ok_or_else(bad)?;
+    let (kind, rest) = rest.split_once(" at 0x").ok_or_else(bad)?;
+    let (base, rest) = rest.split_once(" [size ").ok_or_else(bad)?;
+    let size = rest.split([']', ',']).next().ok_or_else(bad)?;
+    let (digits, unit) = match size.as_bytes().last() {
+        Some(b'K') => (&size[..size.len() - 1], 1 << 10),
+        Some(b'M') => (&size[..size.len() - 1], 1 << 20),
+        Some(b'G') => (&size[..size.len() - 1], 1 << 30),
+        _ => (size, 1),
+    };
+    let size: u64 = digits.parse().map_err(|_| bad())?;
+    let base = u64::from_str_radix(base, 16).map_err(|_| bad())?;
+    Ok((kind.to_string(), base, size * unit))
+}
+
+/// The detail lines of the function `vendor:device` in `lspci -v` output (tab-indented lines
+/// under its summary, up to the blank line before the next function).
+fn lspci_block<'a>(output: &'a str, vendor_device: &str) -> Result<Vec<&'a str>> {
+    let all = lines(output);
+    let start = all
+        .iter()
+        .position(|l| !l.starts_with('\t') && l.contains(&format!("[{vendor_device}]")))
+        .with_context(|| format!("no function [{vendor_device}] in lspci -v"))?;
+    Ok(all[start + 1..]
+        .iter()
+        .take_while(|l| l.starts_with('\t'))
+        .map(|l| l.trim_start())
+        .collect())
+}
+
+/// Checks that `block` has the BAR `bar` of `kind` and `size`, at a nonzero base aligned to
+/// its size (as the firmware must assign it).
+fn expect_bar(block: &[&str], bar: &str, kind: &str, size: u64) -> Result<()> {
+    let line = block
+        .iter()
+        .find(|l| l.starts_with(&format!("{bar}: ")))
+        .with_context(|| format!("no {bar} in {block:?}"))?;
+    let (found_kind, base, found_size) = parse_bar(line)?;
+    ensure!(
+        found_kind == kind && found_size == size,
+        "{line:?}: expected {kind} of {size} bytes"
+    );
+    ensure!(
+        base != 0 && base % size == 0,
+        "{line:?}: base not assigned or not aligned to the size"
+    );
+    if kind == "memory32" {
+        ensure!(base < 1 << 32, "{line:?}: memory32 above 4 GiB");
+    }
+    Ok(())
+}
+
+#[test]
+fn lspci_lists_the_host_bridge_e1000_and_ahci() {
+    with_vm(|vm, boot_log| {
+        let logged = boot_log
+            .lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once("pci: ")?;
+                rest.split_once(" functions found")?.0.parse::<usize>().ok()
+            })
+            .context("the boot log does not say how many PCI functions were found")?;
+
+        let output = vm.command("lspci")?;
+        let rows: Vec<PciRow> = lines(&output)
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .map(parse_pci_row)
+            .collect::<Result<_>>()?;
+        ensure!(
+            rows.len() == logged,
+            "lspci lists {} functions, the boot log said {logged}",
+            rows.len()
+        );
+        let mut addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+        addresses.dedup();
+        ensure!(addresses.len() == rows.len(), "a function is listed twice");
+
+        let host = rows
+            .iter()
+            .find(|r| r.class == 0x0600)
+            .context("no host bridge")?;
+        ensure!(
+            host.address == "00:00.0" && host.class_name == "Host bridge",
+            "{host:?}"
+        );
+        ensure!(host.names.starts_with("Intel Corporation "), "{host:?}");
+
+        let nic = rows
+            .iter()
+            .find(|r| (r.vendor, r.device) == (0x8086, 0x100e))
+            .context("no e1000 (8086:100e)")?;
+        ensure!(
+            nic.class == 0x0200
+                && nic.class_name == "Ethernet controller"
+                && nic.names.starts_with("Intel Corporation ")
+                && nic.names.contains("82540EM"),
+            "{nic:?}"
+        );
+
+        let ahci = rows
+            .iter()
+            .find(|r| (r.vendor, r.device) == (0x8086, 0x2922))
+            .context("no AHCI controller (8086:2922)")?;
+        ensure!(
+            ahci.address == "00:1f.2"
+                && ahci.class == 0x0106
+                && ahci.class_name == "SATA controller"
+                && ahci.names.contains("AHCI"),
+            "{ahci:?}"
+        );
+
+        let verbose = vm.command("lspci -v")?;
+        let nic_block = lspci_block(&verbose, "8086:100e")?;
+        expect_bar(&nic_block, "BAR0", "memory32", 128 << 10)?;
+        expect_bar(&nic_block, "BAR1", "io", 64)?;
+        ensure!(
+            nic_block.iter().any(|l| l.starts_with("Interrupt: pin A")),
+            "no interrupt pin in {nic_block:?}"
+        );
+        let ahci_block = lspci_block(&verbose, "8086:2922")?;
+        expect_bar(&ahci_block, "BAR5", "memory32", 4 << 10)?;
+        expect_bar(&ahci_block, "BAR4", "io", 32)?;
+        ensure!(
+            ahci_block.iter().any(|l| l.ends_with("]: MSI")),
+            "ICH9 AHCI lists no MSI capability: {ahci_block:?}"
+        );
+
+        for (args, message) in [
+            ("-x", "lspci: unknown option '-x' (usage: lspci [-v])"),
+            (
+                "foo",
+                "lspci: unexpected argument 'foo' (usage: lspci [-v])",
+            ),
+            ("-v -v", "lspci: too many arguments (usage: lspci [-v])"),
+        ] {
+            let output = vm.command(&format!("lspci {args}"))?;
+            ensure!(
+                lines(&output).contains(&message),
+                "lspci {args} printed {output:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
 mod parsing {
     use super::*;
+
+    #[test]
+    fn parses_lspci_rows_and_bars() {
+        assert_eq!(
+            parse_pci_row(
+                "00:02.0 Ethernet controller [0200]: Intel Corporation 82540EM Gigabit \
+                 Ethernet Controller [8086:100e] (rev 03)"
+            )
+            .unwrap(),
+            PciRow {
+                address: "00:02.0".into(),
+                class_name: "Ethernet controller".into(),
+                class: 0x0200,
+                names: "Intel Corporation 82540EM Gigabit Ethernet Controller".into(),
+                vendor: 0x8086,
+                device: 0x100e,
+            }
+        );
+        assert!(parse_pci_row("00:02.0 Ethernet controller: Intel").is_err());
+        assert!(parse_pci_row("00:40.0 Class [ff00]: Device [1234:5678]").is_err());
+        assert_eq!(
+            parse_bar("BAR0: memory32 at 0xfeb80000 [size 128K]").unwrap(),
+            ("memory32".into(), 0xfeb8_0000, 128 << 10)
+        );
+        assert_eq!(
+            parse_bar("BAR2: memory64 at 0xfe000000 [size 16K, prefetchable]").unwrap(),
+            ("memory64".into(), 0xfe00_0000, 16 << 10)
+        );
+        assert_eq!(
+            parse_bar("BAR1: io at 0xc000 [size 64]").unwrap(),
+            ("io".into(), 0xc000, 64)
+        );
+        assert!(parse_bar("BAR1: io at c000").is_err());
+    }
 
     #[test]
     fn recognises_boot_log_lines() {
@@ -432,4 +658,61 @@ mod parsing {
         assert!(field("frames: free=x", "free").is_err());
         assert!(field("frames:", "free").is_err());
     }
+}
+
+/// The WASI-dd path end to end on an emulated device: the `test-edu` driver component from the
+/// boot image is bound to QEMU's `edu` device, reads and writes its registers, gets a factorial
+/// by interrupt (MSI) and moves a buffer through the device by DMA both ways.
+#[test]
+fn drivers_binds_the_edu_test_driver_which_uses_mmio_interrupts_and_dma() {
+    with_vm(|vm, boot_log| {
+        ensure!(
+            boot_log.contains("drivers: 1 in the boot image"),
+            "the boot log does not mention the driver"
+        );
+        // The driver manager runs beside the shell; give it a bounded number of looks.
+        let mut output = String::new();
+        for _ in 0..60 {
+            output = vm.command("drivers")?;
+            let done = output
+                .lines()
+                .any(|l| l.contains("test-edu") && !l.contains(" starting "));
+            if done {
+                break;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        let row = output
+            .lines()
+            .find(|l| l.contains("test-edu"))
+            .with_context(|| format!("test-edu is not bound: {output:?}"))?;
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        ensure!(
+            fields.len() > 5 && fields[1] == "1234:11e8" && fields[2] == "test-edu",
+            "row: {row:?}"
+        );
+        ensure!(
+            fields[4] == "finished",
+            "the driver did not finish: {row:?}"
+        );
+        ensure!(
+            row.contains("10! = 3628800 by interrupt")
+                && row.contains("DMA 256 B round trip ok")
+                && row.contains("interrupts=3 "),
+            "report: {row:?}"
+        );
+        let verbose = vm.command("drivers -v")?;
+        ensure!(
+            verbose.contains("info: test-edu: edu "),
+            "drivers -v does not show the driver's log: {verbose:?}"
+        );
+        let lspci = vm.command("lspci")?;
+        ensure!(
+            lspci.contains("[1234:11e8]"),
+            "lspci does not list the edu device: {lspci:?}"
+        );
+        let up = vm.command("uptime")?;
+        ensure!(up.starts_with("up "), "shell still answers: {up:?}");
+        Ok(())
+    });
 }

@@ -186,10 +186,12 @@ pub fn start(magic: u32, info_address: u32) -> ! {
         }
     };
     init_interrupt_controllers(acpi.as_ref());
+    init_pci(acpi.as_ref());
     if let Some(acpi) = acpi {
         SOFT_OFF.call_once(|| acpi.soft_off);
     }
     crate::programs::register(boot_programs(&info));
+    let drivers = boot_drivers(&info);
     keel_console::set_interrupt_hook(crate::programs::interrupt_foreground);
     drop(copy);
     keel_task::init(symbols::boot_stack());
@@ -200,6 +202,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
         boot_ms,
     });
 
+    crate::drivers::start(drivers);
     let shell = keel_task::Builder::new("shell")
         .critical()
         .stack_size(256 * 1024)
@@ -337,6 +340,42 @@ fn map_device(address: u64, size: u64) -> Result<MappedPages, keel_memory::Memor
 
 static SOFT_OFF: Once<Option<(u16, u16)>> = Once::new();
 
+/// Enumerates PCI: through ECAM where the MCFG describes it, else through the legacy ports.
+fn init_pci(acpi: Option<&keel_acpi_info::AcpiInfo>) {
+    let regions: alloc::vec::Vec<keel_pci::EcamRegion> = acpi
+        .map(|a| a.pci_config_regions.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| keel_pci::EcamRegion {
+            base: r.base,
+            segment: r.segment,
+            bus_start: r.bus_start,
+            bus_end: r.bus_end,
+        })
+        .collect();
+    for r in &regions {
+        log!(
+            "pci: ECAM at {:#x}, segment {}, buses {:02x}-{:02x}",
+            r.base,
+            r.segment,
+            r.bus_start,
+            r.bus_end
+        );
+    }
+    // The configuration mechanism's ports belong to the PCI layer for good: no driver may
+    // claim them as an I/O range.
+    match keel_arch::ports::claim(0xCF8, 8) {
+        Ok(ports) => core::mem::forget(ports),
+        Err(e) => log!("pci: configuration ports already claimed ({e:?})"),
+    }
+    let report = keel_pci::init(&regions);
+    log!(
+        "pci: {} functions found (configuration access through {})",
+        report.functions,
+        report.mechanism
+    );
+}
+
 fn init_interrupt_controllers(acpi: Option<&keel_acpi_info::AcpiInfo>) {
     let lapic_address = acpi.map_or(LOCAL_APIC_DEFAULT, |a| a.local_apic_address);
     let (ioapic_address, gsi_base) = acpi
@@ -405,12 +444,36 @@ pub fn power_off() {
 
 /// The multiboot2 modules, each a precompiled program named by its command line. They lie in
 /// RAM reserved at boot and stay there, reachable through the direct map.
+/// The boot image's driver modules (command line `driver NAME ...`).
+fn boot_drivers(info: &BootInformation) -> alloc::vec::Vec<crate::drivers::BootDriver> {
+    let mut drivers = alloc::vec::Vec::new();
+    for module in info.module_tags() {
+        let line = module.cmdline().unwrap_or("").trim();
+        let Some(manifest) = line.strip_prefix("driver ") else {
+            continue;
+        };
+        let start = module.start_address() as u64;
+        let len = (module.end_address() as u64).saturating_sub(start);
+        drivers.push(crate::drivers::BootDriver {
+            manifest: String::from(manifest),
+            artifact: module_bytes(start, len),
+        });
+    }
+    if !drivers.is_empty() {
+        log!("drivers: {} in the boot image", drivers.len());
+    }
+    drivers
+}
+
 fn boot_programs(info: &BootInformation) -> alloc::vec::Vec<crate::programs::BootProgram> {
     let mut programs = alloc::vec::Vec::new();
     for module in info.module_tags() {
         let name = module.cmdline().unwrap_or("").trim();
         let start = module.start_address() as u64;
         let len = (module.end_address() as u64).saturating_sub(start);
+        if name.starts_with("driver ") {
+            continue;
+        }
         if name.is_empty() || len == 0 {
             log!("boot module at {start:#x} has no name; ignored");
             continue;

@@ -46,6 +46,16 @@ pub static COMMANDS: &[Command] = &[
         usage: "uname - kernel name, version and boot facts",
         run: uname,
     },
+    Command {
+        name: "lspci",
+        usage: "lspci [-v] - PCI functions (-v: BARs, interrupt, capabilities)",
+        run: lspci,
+    },
+    Command {
+        name: "drivers",
+        usage: "drivers [-v] - WASI-dd driver instances: device, driver, state, interrupts (-v: their log)",
+        run: crate::drivers::list,
+    },
 ];
 
 fn no_args(args: &[String]) -> Result<(), String> {
@@ -104,4 +114,33 @@ fn reboot(args: &[String]) -> Result<(), String> {
     println!("rebooting");
     keel_arch::power::reset();
     Err(String::from("the machine did not reset"))
+}
+
+fn lspci(args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: lspci [-v]";
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" => true,
+        [word] if word.starts_with('-') => {
+            return Err(alloc::format!("unknown option '{word}' ({USAGE})"));
+        }
+        [word] => return Err(alloc::format!("unexpected argument '{word}' ({USAGE})")),
+        _ => return Err(alloc::format!("too many arguments ({USAGE})")),
+    };
+    if keel_pci::mechanism().is_none() {
+        return Err(String::from("PCI was not enumerated"));
+    }
+    let functions = keel_pci::functions();
+    for (i, function) in functions.iter().enumerate() {
+        if verbose && i > 0 {
+            println!();
+        }
+        println!("{}", keel_pci::format::summary(function, verbose));
+        if verbose {
+            for line in keel_pci::format::details(function) {
+                println!("\t{line}");
+            }
+        }
+    }
+    Ok(())
 }

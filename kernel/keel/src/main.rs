@@ -11,6 +11,7 @@ extern crate alloc;
 mod bench;
 mod boot;
 mod commands;
+mod drivers;
 mod files;
 mod programs;
 mod selftest;

@@ -60,7 +60,7 @@ fn program(name: &str) -> Result<Program, String> {
 
 /// Wasmtime's epoch interruption is how a running program notices `kill`: a kernel task
 /// advances the epoch every 10 ms.
-fn start_epoch_ticker() {
+pub(crate) fn start_epoch_ticker() {
     EPOCH_TICKER.call_once(|| {
         if let Ok(engine) = keel_wasm::engine() {
             let _ = Builder::new("wasm-epoch").critical().spawn(move || {

@@ -1,4 +1,5 @@
-//! `keel-aot IN.wasm OUT.cwasm`: compiles a WebAssembly module ahead of time for Keel.
+//! `keel-aot IN.wasm OUT.cwasm`: compiles a WebAssembly module or component (WASI-dd drivers)
+//! ahead of time for Keel.
 //! `--other-settings` deliberately uses a setting the kernel does not, and `--baseline-cpu`
 //! leaves out the CPU features the kernel requires (test fixtures).
 #![deny(unsafe_code)]
@@ -32,6 +33,12 @@ fn engine(other_settings: bool, baseline_cpu: bool) -> Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow!("creating the engine: {e:#}"))
 }
 
+/// A component's preamble: the wasm magic, then version 0x0d and layer 1 (a core module has
+/// version 1, layer 0).
+fn is_component(wasm: &[u8]) -> bool {
+    wasm.starts_with(b"\0asm\x0d\0\x01\0")
+}
+
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let other_settings = args.first().is_some_and(|a| a == "--other-settings");
@@ -44,9 +51,12 @@ fn main() -> Result<()> {
     };
     let wasm = std::fs::read(input).with_context(|| format!("reading {input}"))?;
     let engine = engine(other_settings, baseline_cpu)?;
-    let artifact = engine
-        .precompile_module(&wasm)
-        .map_err(|e| anyhow!("compiling {input}: {e:#}"))?;
+    let artifact = if is_component(&wasm) {
+        engine.precompile_component(&wasm)
+    } else {
+        engine.precompile_module(&wasm)
+    }
+    .map_err(|e| anyhow!("compiling {input}: {e:#}"))?;
     std::fs::write(output, artifact).with_context(|| format!("writing {output}"))?;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! What Keel needs from ACPI, read once at boot with the `acpi` crate: where the local APIC and
-//! IOAPICs are, how legacy IRQs map to interrupt lines, and how to power off (the FADT's PM1a
-//! control block and the `\_S5` sleep type from the DSDT).
+//! IOAPICs are, how legacy IRQs map to interrupt lines, how to power off (the FADT's PM1a
+//! control block and the `\_S5` sleep type from the DSDT), and where PCI configuration space is
+//! memory-mapped (the MCFG).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+use acpi::mcfg::Mcfg;
 use acpi::platform::interrupt::{InterruptModel, Polarity, TriggerMode};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping, address::AddressSpace, fadt::Fadt};
 use alloc::collections::BTreeMap;
@@ -29,6 +31,16 @@ pub struct IrqRoute {
     pub level_triggered: bool,
 }
 
+/// One MCFG entry: the memory-mapped (ECAM) configuration space of buses
+/// `bus_start..=bus_end` of PCI segment `segment`, 1 MiB per bus from `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciConfigRegion {
+    pub base: u64,
+    pub segment: u16,
+    pub bus_start: u8,
+    pub bus_end: u8,
+}
+
 #[derive(Clone, Debug)]
 pub struct AcpiInfo {
     pub local_apic_address: u64,
@@ -36,6 +48,8 @@ pub struct AcpiInfo {
     overrides: Vec<(u8, IrqRoute)>,
     /// I/O port of the PM1a control block and the `\_S5` sleep type value.
     pub soft_off: Option<(u16, u16)>,
+    /// The MCFG's ECAM regions (empty without an MCFG: then only the legacy ports reach PCI).
+    pub pci_config_regions: Vec<PciConfigRegion>,
 }
 
 impl AcpiInfo {
@@ -150,7 +164,25 @@ pub fn read(root: RootTable) -> Result<AcpiInfo, AcpiInfoError> {
         io_apics,
         overrides,
         soft_off,
+        pci_config_regions: pci_config_regions(&tables),
     })
+}
+
+fn pci_config_regions(tables: &AcpiTables<Handler>) -> Vec<PciConfigRegion> {
+    let Ok(mcfg) = tables.find_table::<Mcfg>() else {
+        return Vec::new();
+    };
+    mcfg.entries()
+        .iter()
+        .map(|e| PciConfigRegion {
+            // Copies out of the packed entry.
+            base: e.base_address,
+            segment: e.pci_segment_group,
+            bus_start: e.bus_number_start,
+            bus_end: e.bus_number_end,
+        })
+        .filter(|r| r.bus_start <= r.bus_end && r.base != 0)
+        .collect()
 }
 
 fn soft_off(tables: &AcpiTables<Handler>) -> Option<(u16, u16)> {

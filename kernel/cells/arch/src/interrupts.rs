@@ -166,14 +166,38 @@ impl InterruptedContext<'_> {
 /// the faulting task unwinds). Otherwise the kernel reports the fault and halts.
 pub type FaultHook = fn(&Fault, &mut InterruptedContext) -> bool;
 pub type TickHook = fn(&mut InterruptedContext);
-pub type IrqHandler = fn();
+/// Runs in interrupt context with the line that fired.
+pub type IrqHandler = fn(line: u8);
+
+/// Device interrupt lines: `0..ioapic::MAX_IRQS` are IOAPIC inputs (GSIs), the next
+/// [`MSI_LINES`] are message-signalled (MSI) vectors a device writes to directly.
+pub const MSI_LINES: u8 = 16;
+pub const MSI_LINE_BASE: u8 = ioapic::MAX_IRQS;
+pub const DEVICE_LINES: u8 = ioapic::MAX_IRQS + MSI_LINES;
+
+/// The vector of a device interrupt line.
+pub const fn line_vector(line: u8) -> u8 {
+    ioapic::IRQ_VECTOR_BASE + line
+}
+
+/// The MSI message (address, data) that makes a device raise MSI line `line` on this CPU:
+/// fixed delivery, edge-triggered, to the local APIC `apic_id`.
+pub fn msi_message(line: u8, apic_id: u32) -> Option<(u64, u32)> {
+    if !(MSI_LINE_BASE..DEVICE_LINES).contains(&line) {
+        return None;
+    }
+    Some((
+        0xFEE0_0000 | (u64::from(apic_id) << 12),
+        u32::from(line_vector(line)),
+    ))
+}
 
 static FAULT_HOOK: Once<FaultHook> = Once::new();
 static TICK_HOOK: Once<TickHook> = Once::new();
-static IRQ_HANDLERS: IrqSafeMutex<[Option<IrqHandler>; ioapic::MAX_IRQS as usize]> =
-    IrqSafeMutex::new([None; ioapic::MAX_IRQS as usize]);
-static IRQ_COUNTS: [AtomicU32; ioapic::MAX_IRQS as usize] =
-    [const { AtomicU32::new(0) }; ioapic::MAX_IRQS as usize];
+static IRQ_HANDLERS: IrqSafeMutex<[Option<IrqHandler>; DEVICE_LINES as usize]> =
+    IrqSafeMutex::new([None; DEVICE_LINES as usize]);
+static IRQ_COUNTS: [AtomicU32; DEVICE_LINES as usize] =
+    [const { AtomicU32::new(0) }; DEVICE_LINES as usize];
 static INTERRUPT_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 pub fn set_fault_hook(hook: FaultHook) {
@@ -182,7 +206,7 @@ pub fn set_fault_hook(hook: FaultHook) {
 pub fn set_tick_hook(hook: TickHook) {
     TICK_HOOK.call_once(|| hook);
 }
-/// Installs the handler for device interrupt `irq` (a GSI below 24).
+/// Installs the handler for device interrupt line `irq` (a GSI below 24, or an MSI line).
 pub fn set_irq_handler(irq: u8, handler: IrqHandler) -> bool {
     match IRQ_HANDLERS.lock().get_mut(irq as usize) {
         Some(slot) => {
@@ -336,7 +360,7 @@ extern "x86-interrupt" fn device_irq<const IRQ: u8>(_frame: InterruptStackFrame)
         IRQ_COUNTS[IRQ as usize].fetch_add(1, Ordering::Relaxed);
         let handler = IRQ_HANDLERS.lock()[IRQ as usize];
         if let Some(handler) = handler {
-            handler();
+            handler(IRQ);
         }
     }
     apic::end_of_interrupt();
@@ -352,7 +376,7 @@ static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 macro_rules! set_irqs {
     ($idt:ident, $($n:literal)*) => {
-        $( $idt[ioapic::IRQ_VECTOR_BASE + $n].set_handler_fn(device_irq::<$n>); )*
+        $( $idt[line_vector($n)].set_handler_fn(device_irq::<$n>); )*
     };
 }
 
@@ -396,7 +420,8 @@ pub fn init() {
         idt.cp_protection_exception
             .set_handler_fn(control_protection);
         idt[apic::TIMER_VECTOR].set_handler_fn(timer);
-        set_irqs!(idt, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+        set_irqs!(idt, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23
+            24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39);
         idt[apic::ERROR_VECTOR].set_handler_fn(apic_error);
         idt[apic::SPURIOUS_VECTOR].set_handler_fn(spurious);
         // Legacy PIC vectors (masked, but a spurious IRQ 7/15 can still arrive).

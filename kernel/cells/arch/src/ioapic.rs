@@ -65,6 +65,24 @@ pub fn init(registers: MappedPages, gsi_base: u32) -> Result<u32, MemoryError> {
     Ok(entries)
 }
 
+/// Masks or unmasks `gsi` (a level-triggered line stays masked while its device is serviced).
+pub fn set_masked(gsi: u32, masked: bool) -> Result<(), RouteError> {
+    let mut guard = IOAPIC.lock();
+    let ioapic = guard.as_mut().ok_or(RouteError::NoIoApic)?;
+    let index = gsi
+        .checked_sub(ioapic.gsi_base)
+        .filter(|&i| i < ioapic.entries)
+        .ok_or(RouteError::GsiOutOfRange)?;
+    let low = ioapic.read(0x10 + 2 * index);
+    let low = if masked {
+        low | 1 << 16
+    } else {
+        low & !(1 << 16)
+    };
+    ioapic.write(0x10 + 2 * index, low);
+    Ok(())
+}
+
 /// Routes `gsi` to vector `IRQ_VECTOR_BASE + gsi` on the APIC `apic_id`, unmasked.
 pub fn route(
     gsi: u32,

@@ -25,7 +25,7 @@ pub use frames::{
     AllocatedFrames, FrameStats, allocate_frames, allocate_frames_below, claim_device_frames,
     frame_stats, init_frames,
 };
-pub use mapped::{CacheMode, MapFlags, MappedPages};
+pub use mapped::{CacheMode, MapFlags, MappedPages, VolatileValue};
 pub use pages::{AllocatedPages, allocate_pages, allocate_pages_aligned, page_stats};
 pub use paging::{
     FirmwareView, KernelSection, init_kernel_address_space, map, map_new, translate, view_firmware,

@@ -159,21 +159,76 @@ impl MappedPages {
 
     /// A volatile 32-bit read, for device registers.
     pub fn read_volatile_u32(&self, offset: usize) -> Result<u32, MemoryError> {
-        let addr = self.check(offset, 4, 4)?;
-        // SAFETY: in bounds, aligned and mapped for the lifetime of `self`.
-        Ok(unsafe { core::ptr::read_volatile(addr as *const u32) })
+        self.read_volatile::<u32>(offset)
     }
 
     /// A volatile 32-bit write, for device registers; only for writable mappings.
     pub fn write_volatile_u32(&mut self, offset: usize, value: u32) -> Result<(), MemoryError> {
+        self.write_volatile(offset, value)
+    }
+
+    /// A volatile read of a naturally aligned `T` (device registers, DMA descriptors).
+    pub fn read_volatile<T: VolatileValue>(&self, offset: usize) -> Result<T, MemoryError> {
+        let addr = self.check(offset, size_of::<T>(), align_of::<T>())?;
+        // SAFETY: in bounds, aligned and mapped for the lifetime of `self`; `T` is a plain
+        // integer, valid for every bit pattern.
+        Ok(unsafe { core::ptr::read_volatile(addr as *const T) })
+    }
+
+    /// A volatile write of a naturally aligned `T`; only for writable mappings. Takes `&self`:
+    /// device registers and DMA memory are shared with the device anyway, and volatile
+    /// accesses never create references to the memory.
+    pub fn write_volatile<T: VolatileValue>(
+        &self,
+        offset: usize,
+        value: T,
+    ) -> Result<(), MemoryError> {
         if !self.flags.is_writable() {
             return Err(MemoryError::NotWritable);
         }
-        let addr = self.check(offset, 4, 4)?;
+        let addr = self.check(offset, size_of::<T>(), align_of::<T>())?;
         // SAFETY: in bounds, aligned, writable and mapped for the lifetime of `self`.
-        unsafe { core::ptr::write_volatile(addr as *mut u32, value) };
+        unsafe { core::ptr::write_volatile(addr as *mut T, value) };
         Ok(())
     }
+
+    /// Copies `out.len()` bytes from `offset` with volatile byte reads (memory a device writes).
+    pub fn read_bytes_volatile(&self, offset: usize, out: &mut [u8]) -> Result<(), MemoryError> {
+        let addr = self.check(offset, out.len(), 1)?;
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: `addr + i` is inside the checked range, mapped while `self` lives.
+            *byte = unsafe { core::ptr::read_volatile((addr + i) as *const u8) };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to `offset` with volatile byte writes; only for writable mappings.
+    pub fn write_bytes_volatile(&self, offset: usize, data: &[u8]) -> Result<(), MemoryError> {
+        if !self.flags.is_writable() {
+            return Err(MemoryError::NotWritable);
+        }
+        let addr = self.check(offset, data.len(), 1)?;
+        for (i, byte) in data.iter().enumerate() {
+            // SAFETY: `addr + i` is inside the checked, writable range, mapped while `self` lives.
+            unsafe { core::ptr::write_volatile((addr + i) as *mut u8, *byte) };
+        }
+        Ok(())
+    }
+}
+
+/// Integers that device registers and DMA memory are accessed as.
+pub trait VolatileValue: Copy + private::Sealed {}
+impl VolatileValue for u8 {}
+impl VolatileValue for u16 {}
+impl VolatileValue for u32 {}
+impl VolatileValue for u64 {}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
 }
 
 impl Drop for MappedPages {

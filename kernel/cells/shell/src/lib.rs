@@ -26,7 +26,7 @@ pub struct Command {
 static INPUT_READY: WaitQueue = WaitQueue::new();
 
 /// Called from the serial interrupt: buffer what arrived and wake the shell.
-pub fn on_serial_interrupt() {
+pub fn on_serial_interrupt(_line: u8) {
     if keel_console::drain_uart() {
         INPUT_READY.notify_all();
     }

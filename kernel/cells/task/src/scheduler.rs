@@ -274,12 +274,22 @@ pub fn yield_now() {
     unwind_if_killed();
 }
 
+/// Ticks that cover at least `duration` (at least one).
+pub(crate) fn ticks_for(duration: Duration) -> u64 {
+    (duration.as_nanos() as u64)
+        .div_ceil(1_000_000_000 / TICK_HZ)
+        .max(1)
+}
+
+/// Wakes `task` at tick `deadline` if it is then still blocked or sleeping. A task that was
+/// woken earlier sees at most a spurious wake-up, which every blocking loop re-checks.
+pub(crate) fn wake_at(deadline: u64, task: Arc<Task>) {
+    SCHEDULER.lock().sleepers.push((deadline, task));
+}
+
 /// Sleeps for at least `duration`.
 pub fn sleep(duration: Duration) {
-    let span = (duration.as_nanos() as u64)
-        .div_ceil(1_000_000_000 / TICK_HZ)
-        .max(1);
-    let deadline = ticks() + span;
+    let deadline = ticks() + ticks_for(duration);
     while ticks() < deadline {
         {
             let _held = HeldInterrupts::hold();

@@ -35,6 +35,35 @@ impl WaitQueue {
         }
     }
 
+    /// Like [`WaitQueue::wait_until`], but gives up after `timeout`: `None` if the condition
+    /// still does not hold then.
+    pub fn wait_timeout<T>(
+        &self,
+        timeout: core::time::Duration,
+        mut condition: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = scheduler::ticks() + scheduler::ticks_for(timeout);
+        loop {
+            {
+                let _held = HeldInterrupts::hold();
+                if let Some(value) = condition() {
+                    return Some(value);
+                }
+                if scheduler::ticks() >= deadline {
+                    return None;
+                }
+                let current = scheduler::current_task();
+                current.set_state(TaskState::Blocked);
+                self.waiters.lock().push_back(current.clone());
+                scheduler::wake_at(deadline, current.clone());
+                scheduler::schedule();
+                // Woken by the deadline rather than a notify: leave the queue.
+                self.waiters.lock().retain(|t| !Arc::ptr_eq(t, &current));
+            }
+            scheduler::unwind_if_killed();
+        }
+    }
+
     /// Wakes the longest waiter; returns whether one was woken.
     pub fn notify_one(&self) -> bool {
         loop {

@@ -8,7 +8,6 @@ use alloc::vec::Vec;
 use keel_vfs::{Errno, FdFlags, OFlags, Rights, Whence, dirent_capacity, encode_dirents};
 use wasmtime::Caller;
 
-
 fn code(e: Errno) -> i32 {
     e.raw() as i32
 }

@@ -1,0 +1,321 @@
+//! The driver manager: matches driver components from the boot image to PCI functions, runs
+//! one instance per function in its own task and store, and keeps a record for `drivers`.
+//!
+//! A driver module's boot command line says what it drives:
+//! `driver NAME world=test-driver match=1234:11e8,class=0c03 [scenario=edu]`.
+//! `match` entries are `vendor:device` or `class=CCSS` (class and subclass, hex).
+
+use crate::platform::{ConfigSpace, KeelPlatform};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use keel_sync::IrqSafeMutex;
+use wasi_dd::types::PciFunction;
+use wasi_dd::{DriverHost, TestDriver};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+/// What a driver matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceMatch {
+    Id { vendor: u16, device: u16 },
+    Class { class: u8, subclass: u8 },
+}
+
+impl DeviceMatch {
+    fn matches(&self, function: &PciFunction) -> bool {
+        match *self {
+            DeviceMatch::Id { vendor, device } => {
+                function.id.vendor == vendor && function.id.device == device
+            }
+            DeviceMatch::Class { class, subclass } => {
+                function.id.class == class && function.id.subclass == subclass
+            }
+        }
+    }
+}
+
+/// Which WASI-dd world a driver component exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverWorld {
+    Test,
+    Nic,
+    Block,
+}
+
+/// A driver component from the boot image, with its match rules.
+pub struct DriverImage {
+    pub name: String,
+    pub world: DriverWorld,
+    pub matches: Vec<DeviceMatch>,
+    /// For test drivers: the scenario to run.
+    pub scenario: Option<String>,
+    /// The precompiled component (`keel-aot` output), already decompressed.
+    pub artifact: Vec<u8>,
+}
+
+/// Why a driver module's command line is not usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError(pub String);
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses `NAME world=... match=... [scenario=...]` (the part after `driver `).
+pub fn parse_manifest(
+    line: &str,
+) -> Result<(String, DriverWorld, Vec<DeviceMatch>, Option<String>), ManifestError> {
+    let mut words = line.split_whitespace();
+    let name = words
+        .next()
+        .ok_or_else(|| ManifestError("a driver module needs a name".into()))?;
+    let (mut world, mut matches, mut scenario) = (None, Vec::new(), None);
+    for word in words {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| ManifestError(format!("{name}: '{word}' is not key=value")))?;
+        match key {
+            "world" => {
+                world = Some(match value {
+                    "test-driver" => DriverWorld::Test,
+                    "nic-driver" => DriverWorld::Nic,
+                    "block-driver" => DriverWorld::Block,
+                    other => return Err(ManifestError(format!("{name}: unknown world '{other}'"))),
+                })
+            }
+            "match" => {
+                for rule in value.split(',') {
+                    matches.push(parse_match(rule).ok_or_else(|| {
+                        ManifestError(format!(
+                            "{name}: bad match '{rule}' (want VVVV:DDDD or class=CCSS)"
+                        ))
+                    })?);
+                }
+            }
+            "scenario" => scenario = Some(value.to_string()),
+            other => return Err(ManifestError(format!("{name}: unknown key '{other}'"))),
+        }
+    }
+    let world = world.ok_or_else(|| ManifestError(format!("{name}: no world=")))?;
+    if matches.is_empty() {
+        return Err(ManifestError(format!("{name}: no match=")));
+    }
+    Ok((name.to_string(), world, matches, scenario))
+}
+
+fn parse_match(rule: &str) -> Option<DeviceMatch> {
+    if let Some(class) = rule.strip_prefix("class=") {
+        let code = u16::from_str_radix(class, 16)
+            .ok()
+            .filter(|_| class.len() == 4)?;
+        return Some(DeviceMatch::Class {
+            class: (code >> 8) as u8,
+            subclass: code as u8,
+        });
+    }
+    let (vendor, device) = rule.split_once(':')?;
+    Some(DeviceMatch::Id {
+        vendor: u16::from_str_radix(vendor, 16).ok()?,
+        device: u16::from_str_radix(device, 16).ok()?,
+    })
+}
+
+/// Where a driver instance is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverState {
+    Starting,
+    /// Initialized and serving its device.
+    Running,
+    /// A test driver's scenario passed; its report.
+    Finished(String),
+    /// It failed, trapped or was refused; why.
+    Failed(String),
+}
+
+/// One bound driver, for `drivers`.
+#[derive(Clone)]
+pub struct DriverRecord {
+    pub function: PciFunction,
+    pub driver: String,
+    pub state: DriverState,
+    pub task: u64,
+    interrupts: Arc<crate::platform::InterruptSlot>,
+    log: Arc<crate::platform::DriverLog>,
+}
+
+impl DriverRecord {
+    /// Interrupts delivered to this instance so far.
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts.count()
+    }
+
+    /// The last lines the instance logged.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines()
+    }
+}
+
+static RECORDS: IrqSafeMutex<Vec<DriverRecord>> = IrqSafeMutex::new(Vec::new());
+static BINDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the driver manager is still loading drivers and binding them.
+pub fn binding() -> bool {
+    BINDING.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// Marks the driver manager as busy while the boot image's drivers are loaded and bound.
+pub fn begin_binding() {
+    BINDING.store(true, core::sync::atomic::Ordering::Release);
+}
+
+pub fn end_binding() {
+    BINDING.store(false, core::sync::atomic::Ordering::Release);
+}
+
+/// The bound drivers, in binding order.
+pub fn records() -> Vec<DriverRecord> {
+    RECORDS.lock().clone()
+}
+
+fn set_state(index: usize, state: DriverState) {
+    if let Some(record) = RECORDS.lock().get_mut(index) {
+        record.state = state;
+    }
+}
+
+/// Kernel stack for a driver task: Wasmtime's Wasm stack limit plus host calls.
+const DRIVER_STACK: usize = 1 << 20;
+
+/// Binds every function that a driver matches (the first matching driver wins) and starts
+/// each instance in its own task. Returns how many were started.
+pub fn bind_all(
+    engine: &'static Engine,
+    config: &'static dyn ConfigSpace,
+    functions: &[PciFunction],
+    images: Vec<DriverImage>,
+) -> usize {
+    let images: Vec<Arc<DriverImage>> = images.into_iter().map(Arc::new).collect();
+    let mut components: Vec<Option<Result<Component, String>>> =
+        images.iter().map(|_| None).collect();
+    let mut started = 0;
+    for function in functions {
+        let Some(index) = images
+            .iter()
+            .position(|image| image.matches.iter().any(|m| m.matches(function)))
+        else {
+            continue;
+        };
+        let image = images[index].clone();
+        let component = components[index]
+            .get_or_insert_with(|| load_component(engine, &image.artifact))
+            .clone();
+        let interrupts = Arc::new(crate::platform::InterruptSlot::default());
+        let log = Arc::new(crate::platform::DriverLog::default());
+        let record_index = {
+            let mut records = RECORDS.lock();
+            records.push(DriverRecord {
+                function: function.clone(),
+                driver: image.name.clone(),
+                state: DriverState::Starting,
+                task: 0,
+                interrupts: interrupts.clone(),
+                log: log.clone(),
+            });
+            records.len() - 1
+        };
+        let component = match component {
+            Ok(component) => component,
+            Err(why) => {
+                set_state(record_index, DriverState::Failed(why));
+                continue;
+            }
+        };
+        let function = function.clone();
+        let task_name = format!("driver {}", image.name);
+        let spawned = keel_task::Builder::new(&task_name)
+            .stack_size(DRIVER_STACK)
+            .cooperative_kill()
+            .spawn(move || {
+                let state = match run_instance(
+                    engine, config, &image, &component, function, interrupts, log,
+                ) {
+                    Ok(state) => state,
+                    Err(why) => DriverState::Failed(why),
+                };
+                set_state(record_index, state);
+            });
+        match spawned {
+            Ok(handle) => {
+                if let Some(record) = RECORDS.lock().get_mut(record_index) {
+                    record.task = handle.id();
+                }
+                started += 1;
+            }
+            Err(e) => set_state(
+                record_index,
+                DriverState::Failed(format!("cannot start a task: {e:?}")),
+            ),
+        }
+    }
+    started
+}
+
+fn load_component(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+    if Engine::detect_precompiled(artifact) != Some(wasmtime::Precompiled::Component) {
+        return Err(String::from("not a precompiled WASI-dd component"));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: Wasmtime checks the header, version, settings and CPU features before use; the
+    // bytes come from the boot image, which Keel trusts to hold what `keel-aot` wrote.
+    let component = unsafe { Component::deserialize(engine, artifact) };
+    component.map_err(|e| format!("not a usable driver: {e:#}"))
+}
+
+/// Instantiates `image` for `function` and runs it: a test driver's scenario to its end.
+fn run_instance(
+    engine: &Engine,
+    config: &'static dyn ConfigSpace,
+    image: &DriverImage,
+    component: &Component,
+    function: PciFunction,
+    interrupts: Arc<crate::platform::InterruptSlot>,
+    log: Arc<crate::platform::DriverLog>,
+) -> Result<DriverState, String> {
+    let platform = KeelPlatform::for_function(config, &image.name, &function, interrupts, log)
+        .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
+    let host = DriverHost::new(Arc::new(platform), function).with_name(&image.name);
+    let mut store = Store::new(engine, host);
+    // Epoch interruption is on for every store of the engine: let drivers run on, and end them
+    // only when their task is killed.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| {
+        if keel_task::kill_requested() {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        }
+    });
+    let mut linker = Linker::new(engine);
+    wasi_dd::add_to_linker(&mut linker, |host| host).map_err(|e| format!("{e:#}"))?;
+    match image.world {
+        DriverWorld::Test => {
+            let driver = TestDriver::instantiate(&mut store, component, &linker)
+                .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+            let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
+            let scenario = image.scenario.as_deref().unwrap_or("default");
+            match driver.call_run(&mut store, device, scenario) {
+                Ok(Ok(report)) => Ok(DriverState::Finished(report)),
+                Ok(Err(why)) => Ok(DriverState::Failed(why)),
+                Err(trap) => Ok(DriverState::Failed(format!("trapped: {trap:#}"))),
+            }
+        }
+        DriverWorld::Nic | DriverWorld::Block => Err(String::from(
+            "no consumer for this world in Keel yet (network stack and block layer come next)",
+        )),
+    }
+}

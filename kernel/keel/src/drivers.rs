@@ -1,0 +1,188 @@
+//! WASI-dd drivers in the boot image (multiboot2 modules whose command line starts with
+//! `driver `): bound to PCI functions by `keel-dd-host` at boot, and the `drivers` command.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use keel_console::println;
+use keel_dd_host::{ConfigSpace, DriverImage, DriverState};
+use wasi_dd::types::{Access, Bar, BarKind, DeviceId, PciAddress, PciFunction};
+
+/// A driver module as the boot loader left it: its manifest line and compressed component.
+pub struct BootDriver {
+    pub manifest: String,
+    pub artifact: &'static [u8],
+}
+
+/// Configuration space through `keel-pci`, for driver hosts.
+struct PciConfig;
+
+fn address(a: PciAddress) -> keel_pci::Address {
+    keel_pci::Address {
+        segment: a.segment,
+        bus: a.bus,
+        device: a.device,
+        function: a.function,
+    }
+}
+
+fn width(access: Access) -> keel_pci::Width {
+    match access {
+        Access::W8 => keel_pci::Width::U8,
+        Access::W16 => keel_pci::Width::U16,
+        Access::W32 | Access::W64 => keel_pci::Width::U32,
+    }
+}
+
+impl ConfigSpace for PciConfig {
+    fn read(&self, function: PciAddress, offset: u16, access: Access) -> u32 {
+        keel_pci::config_read(address(function), offset, width(access)).unwrap_or(u32::MAX)
+    }
+
+    fn write(&self, function: PciAddress, offset: u16, access: Access, value: u32) {
+        let _ = keel_pci::config_write(address(function), offset, width(access), value);
+    }
+
+    fn size(&self, function: PciAddress) -> u16 {
+        keel_pci::config_space_size(address(function)).unwrap_or(256)
+    }
+}
+
+static PCI_CONFIG: PciConfig = PciConfig;
+
+/// What a driver host is told about a function `keel-pci` found.
+fn describe(function: &keel_pci::Function) -> PciFunction {
+    let a = function.address;
+    let (subsystem_vendor, subsystem) = function.subsystem.unwrap_or((0, 0));
+    PciFunction {
+        address: PciAddress {
+            segment: a.segment,
+            bus: a.bus,
+            device: a.device,
+            function: a.function,
+        },
+        id: DeviceId {
+            vendor: function.vendor_id,
+            device: function.device_id,
+            subsystem_vendor,
+            subsystem,
+            class: function.class,
+            subclass: function.subclass,
+            prog_if: function.prog_if,
+            revision: function.revision,
+        },
+        bars: function
+            .bars
+            .iter()
+            .map(|bar| Bar {
+                index: bar.index,
+                kind: match bar.kind {
+                    keel_pci::BarKind::Memory32 => BarKind::Memory32,
+                    keel_pci::BarKind::Memory64 => BarKind::Memory64,
+                    keel_pci::BarKind::Io => BarKind::Io,
+                },
+                base: bar.base,
+                size: bar.size,
+                prefetchable: bar.prefetchable,
+            })
+            .collect(),
+    }
+}
+
+/// Loads the boot image's drivers and binds them, in a task of its own so that the prompt
+/// does not wait for them.
+pub fn start(drivers: Vec<BootDriver>) {
+    if drivers.is_empty() {
+        return;
+    }
+    keel_dd_host::begin_binding();
+    let spawned = keel_task::Builder::new("driver-manager").spawn(move || {
+        let engine = match keel_wasm::engine() {
+            Ok(engine) => engine,
+            Err(e) => {
+                println!("drivers: WebAssembly is unavailable: {e}");
+                keel_dd_host::end_binding();
+                return;
+            }
+        };
+        crate::programs::start_epoch_ticker();
+        let mut images = Vec::new();
+        for driver in drivers {
+            match image(&driver) {
+                Ok(image) => images.push(image),
+                Err(why) => println!("drivers: {why}"),
+            }
+        }
+        let functions: Vec<PciFunction> = keel_pci::functions().iter().map(describe).collect();
+        keel_dd_host::bind_all(engine, &PCI_CONFIG, &functions, images);
+        keel_dd_host::end_binding();
+    });
+    if spawned.is_err() {
+        keel_dd_host::end_binding();
+        println!("drivers: cannot start the driver manager");
+    }
+}
+
+fn image(driver: &BootDriver) -> Result<DriverImage, String> {
+    let (name, world, matches, scenario) =
+        keel_dd_host::parse_manifest(&driver.manifest).map_err(|e| format!("{e}"))?;
+    let artifact = lz4_flex::decompress_size_prepended(driver.artifact)
+        .map_err(|e| format!("{name}: its compressed image is damaged ({e})"))?;
+    Ok(DriverImage {
+        name,
+        world,
+        matches,
+        scenario,
+        artifact,
+    })
+}
+
+/// `drivers [-v]`: every bound driver instance with its device, state and interrupts handled;
+/// `-v` adds the last lines each one logged.
+pub fn list(args: &[String]) -> Result<(), String> {
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" => true,
+        _ => return Err(String::from("usage: drivers [-v]")),
+    };
+    let records = keel_dd_host::records();
+    if keel_dd_host::binding() {
+        println!("(the driver manager is still binding the boot image's drivers)");
+    }
+    if records.is_empty() {
+        println!("no drivers bound");
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:<11} {:<16} {:>5} {:<9} DETAIL",
+        "DEVICE", "ID", "DRIVER", "TASK", "STATE"
+    );
+    for record in records {
+        let a = record.function.address;
+        let (state, detail) = match &record.state {
+            DriverState::Starting => ("starting", String::new()),
+            DriverState::Running => ("running", String::new()),
+            DriverState::Finished(report) => ("finished", report.clone()),
+            DriverState::Failed(why) => ("failed", why.clone()),
+        };
+        println!(
+            "{:02x}:{:02x}.{:<3} {:04x}:{:04x}   {:<16} {:>5} {:<9} interrupts={} {}",
+            a.bus,
+            a.device,
+            a.function,
+            record.function.id.vendor,
+            record.function.id.device,
+            record.driver,
+            record.task,
+            state,
+            record.interrupts(),
+            detail.replace('\n', "; ")
+        );
+        if verbose {
+            for line in record.log() {
+                println!("    {line}");
+            }
+        }
+    }
+    Ok(())
+}

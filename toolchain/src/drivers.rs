@@ -1,0 +1,311 @@
+//! WASI-dd drivers: build the cargo workspace `drivers-wasm/` as core wasm for
+//! `wasm32-unknown-unknown` on the stable toolchain it pins, then turn each driver's core module
+//! (which carries its WIT world in a `component-type` section from wit-bindgen) into a component,
+//! `target/drivers-wasm/<name>.wasm`. A component newer than its core module is left alone.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::paths::{Layout, parse_toolchain_channel};
+use crate::process::run_checked;
+
+/// The target drivers are compiled for.
+pub const DRIVERS_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Builds every driver and returns the paths of their components, sorted by name.
+pub fn build_drivers(layout: &Layout) -> Result<Vec<PathBuf>> {
+    let project = layout.root().join("drivers-wasm");
+    let toolchain_file = project.join("rust-toolchain.toml");
+    let toolchain = fs::read_to_string(&toolchain_file)
+        .with_context(|| format!("reading {}", toolchain_file.display()))?;
+    let channel = parse_toolchain_channel(&toolchain)
+        .with_context(|| format!("{} has no channel", toolchain_file.display()))?;
+    let out = layout.drivers_dir();
+    let cargo_target = out.join("cargo");
+    let mut cargo = Command::new("rustup");
+    cargo
+        .args(["run", &channel, "cargo", "build", "--release"])
+        .args(["--target", DRIVERS_TARGET, "--target-dir"])
+        .arg(&cargo_target)
+        .current_dir(&project);
+    // A caller running under cargo or rustup may export variables meant for another build.
+    for variable in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        cargo.env_remove(variable);
+    }
+    run_checked(&mut cargo).with_context(|| {
+        format!("building the drivers (is Rust {channel} with {DRIVERS_TARGET} installed? run toolchain/setup.sh)")
+    })?;
+    let built = cargo_target.join(DRIVERS_TARGET).join("release");
+    let mut components = Vec::new();
+    for name in driver_names(&project)? {
+        let core = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let component = out.join(format!("{name}.wasm"));
+        if !is_up_to_date(&component, &core)? {
+            let module = fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+            let encoded =
+                componentize(&module).with_context(|| format!("componentizing {name}"))?;
+            let partial = out.join(format!("{name}.wasm.partial"));
+            fs::write(&partial, encoded)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            fs::rename(&partial, &component)
+                .with_context(|| format!("renaming to {}", component.display()))?;
+            eprintln!("keel: componentized {}", component.display());
+        }
+        components.push(component);
+    }
+    Ok(components)
+}
+
+/// Builds the drivers, then runs `wasi-dd`'s host benchmark (a release build of its
+/// `bench-host` example); returns the path of its markdown report.
+pub fn bench_dd(layout: &Layout) -> Result<PathBuf> {
+    build_drivers(layout)?;
+    let report = layout.bench_dir().join("wasi-dd-host.md");
+    run_checked(
+        Command::new("cargo")
+            .current_dir(layout.root())
+            .env("RUSTUP_TOOLCHAIN", layout.toolchain_channel()?)
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "wasi-dd",
+                "--example",
+                "bench-host",
+                "--",
+            ])
+            .arg(&report),
+    )?;
+    Ok(report)
+}
+
+/// The drivers: the members of the `drivers-wasm` workspace (its `Cargo.toml`), sorted.
+pub fn driver_names(project: &Path) -> Result<Vec<String>> {
+    let manifest = project.join("Cargo.toml");
+    let text =
+        fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let mut names = workspace_members(&text);
+    if names.is_empty() {
+        bail!("{} lists no workspace members", manifest.display());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The last path component of each entry of `members = [...]` in a cargo manifest.
+pub fn workspace_members(manifest: &str) -> Vec<String> {
+    let Some(start) = manifest
+        .lines()
+        .position(|line| line.trim_start().starts_with("members"))
+    else {
+        return Vec::new();
+    };
+    let rest: String = manifest
+        .lines()
+        .skip(start)
+        .map(|line| line.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let Some(list) = rest
+        .split_once('[')
+        .and_then(|(_, after)| after.split_once(']'))
+        .map(|(inside, _)| inside)
+    else {
+        return Vec::new();
+    };
+    list.split(',')
+        .filter_map(|entry| {
+            let path = entry.trim().strip_prefix('"')?.strip_suffix('"')?;
+            path.rsplit('/').next().map(String::from)
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// A core module with wit-bindgen's `component-type` section, encoded as a validated component.
+pub fn componentize(core_module: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(core_module)
+        .map_err(|e| anyhow!("{e:#}"))?
+        .encode()
+        .map_err(|e| anyhow!("{e:#}"))
+}
+
+/// True if `output` exists and is at least as new as `input`.
+pub fn is_up_to_date(output: &Path, input: &Path) -> Result<bool> {
+    let modified = |path: &Path| -> Result<Option<SystemTime>> {
+        match fs::metadata(path) {
+            Ok(meta) => Ok(Some(meta.modified()?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
+    let input_time = modified(input)?.with_context(|| format!("{} is missing", input.display()))?;
+    Ok(modified(output)?.is_some_and(|output_time| output_time >= input_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_the_repository_drivers() {
+        let project = Layout::discover().root().join("drivers-wasm");
+        let names = driver_names(&project).unwrap();
+        assert!(names.contains(&"test-conformance".to_string()), "{names:?}");
+        assert!(names.contains(&"test-hostile".to_string()), "{names:?}");
+    }
+
+    #[test]
+    fn reads_the_boot_driver_list() {
+        let text = "# comment\n\n  test-edu   world=test-driver match=1234:11e8 scenario=edu\n";
+        assert_eq!(
+            parse_boot_list(text).unwrap(),
+            vec![(
+                "test-edu".to_string(),
+                "test-edu world=test-driver match=1234:11e8 scenario=edu".to_string()
+            )]
+        );
+        let error = parse_boot_list("e1000 match=8086:100e\n").unwrap_err();
+        assert!(format!("{error}").contains("line 1"), "{error}");
+        let error = parse_boot_list("e1000 world=nic-driver match=8086:100e extra\n").unwrap_err();
+        assert!(
+            format!("{error}").contains("'extra' is not key=value"),
+            "{error}"
+        );
+        let repository = Layout::discover()
+            .root()
+            .join("drivers-wasm/boot-drivers.txt");
+        let listed = parse_boot_list(&fs::read_to_string(repository).unwrap()).unwrap();
+        let built = driver_names(&Layout::discover().root().join("drivers-wasm")).unwrap();
+        for (name, _) in listed {
+            assert!(
+                built.contains(&name),
+                "boot-drivers.txt names {name}, not built"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_workspace_members() {
+        let manifest = "[workspace]\nresolver = \"2\"\nmembers = [\n    \"a\", # the first\n    \"sub/b\",\n]\n[workspace.package]\nversion = \"0.1.0\"\n";
+        assert_eq!(workspace_members(manifest), vec!["a", "b"]);
+        assert_eq!(workspace_members("[workspace]\n"), Vec::<String>::new());
+        assert_eq!(
+            workspace_members("members = [\"x\", \"y\"]"),
+            vec!["x", "y"]
+        );
+    }
+
+    #[test]
+    fn componentizes_core_modules_and_refuses_garbage() {
+        // The smallest core module (magic and version): a component of an empty world.
+        let component = componentize(b"\0asm\x01\0\0\0").unwrap();
+        assert!(component.starts_with(b"\0asm\x0d\0\x01\0"), "{component:?}");
+        assert!(componentize(b"not wasm").is_err());
+    }
+
+    #[test]
+    fn compares_modification_times() {
+        let dir = std::env::temp_dir().join(format!("keel-drivers-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.wasm");
+        let output = dir.join("out.wasm");
+        fs::write(&input, b"a").unwrap();
+        assert!(!is_up_to_date(&output, &input).unwrap());
+        fs::write(&output, b"b").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&output)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(is_up_to_date(&output, &input).unwrap());
+        assert!(is_up_to_date(&output, &dir.join("missing")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A driver for the boot image: its precompiled component and the module command line that
+/// tells the kernel what it binds to (`driver NAME world=... match=...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootDriver {
+    pub name: String,
+    pub artifact: PathBuf,
+    pub command_line: String,
+}
+
+/// The lines of `drivers-wasm/boot-drivers.txt` that name a driver: (name, the whole line).
+pub fn parse_boot_list(text: &str) -> Result<Vec<(String, String)>> {
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let rest: Vec<&str> = words.collect();
+        let has = |key: &str| rest.iter().any(|w| w.starts_with(key));
+        if !has("world=") || !has("match=") {
+            bail!(
+                "boot-drivers.txt line {}: '{line}' needs world= and match=",
+                number + 1
+            );
+        }
+        if let Some(bad) = rest.iter().find(|w| !w.contains('=')) {
+            bail!(
+                "boot-drivers.txt line {}: '{bad}' is not key=value",
+                number + 1
+            );
+        }
+        entries.push((
+            name.to_string(),
+            line.split_whitespace().collect::<Vec<_>>().join(" "),
+        ));
+    }
+    Ok(entries)
+}
+
+/// Precompiles the drivers `drivers-wasm/boot-drivers.txt` lists (from `components`, the
+/// output of [`build_drivers`]) with `keel-aot` into `target/keel/drivers`.
+pub fn boot_drivers(layout: &Layout, components: &[PathBuf]) -> Result<Vec<BootDriver>> {
+    let list_file = layout.root().join("drivers-wasm/boot-drivers.txt");
+    let text = fs::read_to_string(&list_file)
+        .with_context(|| format!("reading {}", list_file.display()))?;
+    let aot = layout.root().join("target/release/keel-aot");
+    let out = layout.keel_dir().join("drivers");
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut drivers = Vec::new();
+    for (name, line) in parse_boot_list(&text)? {
+        let component = components
+            .iter()
+            .find(|c| c.file_stem().is_some_and(|s| s == name.as_str()))
+            .ok_or_else(|| {
+                anyhow!("boot-drivers.txt names '{name}', which drivers-wasm does not build")
+            })?;
+        let artifact = out.join(format!("{name}.cwasm"));
+        run_checked(Command::new(&aot).arg(component).arg(&artifact))?;
+        drivers.push(BootDriver {
+            name,
+            artifact,
+            command_line: format!("driver {line}"),
+        });
+    }
+    Ok(drivers)
+}
