@@ -4,8 +4,9 @@
 #   make run      boot Keel in QEMU with the serial console on this terminal (MEM=, PORT=)
 #   make test     host unit tests, then the kernel image, then the QEMU integration tests
 #   make image    build the kernel and target/keel/keel.iso (its path is the last line printed)
-#   make bench    boot BOOTS times, run the in-kernel benchmarks, write target/bench/report.md
-#   make bench-dd cost of a WASI-dd MMIO access on the host, written to target/bench/wasi-dd-host.md
+#   make bench    boot BOOTS times, run the in-kernel benchmarks, write target/bench/report.md;
+#                 then the cost of a WASI-dd MMIO access on the host (target/bench/wasi-dd-host.md)
+#   make bench-dd only the host part
 #   make clippy   lint the host crates, the QEMU tests and the kernel (warnings are errors)
 #   make fmt      check formatting
 
@@ -36,6 +37,7 @@ test: setup
 
 bench: setup
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
+	@$(KEEL) bench-dd
 
 bench-dd: setup
 	@$(KEEL) bench-dd

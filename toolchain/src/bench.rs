@@ -24,6 +24,8 @@ pub const BENCH_PREFIX: &str = "BENCH ";
 pub const BENCH_DONE: &str = "bench: done";
 /// Hang guard for the whole `bench` command (TCG is slow).
 pub const BENCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// The native MMIO read that the WASI-dd MMIO figures are compared with.
+pub const MMIO_BASELINE: &str = "mmio_read_native";
 /// How many times `keel bench` boots the image by default.
 pub const DEFAULT_BOOTS: usize = 5;
 
@@ -267,6 +269,25 @@ pub fn render_markdown(report: &Report) -> String {
         md,
         "\nEach Keel figure is the median over boots of the median the kernel measured in that boot."
     );
+    let rows = report.rows();
+    if let Some(native) = rows.iter().find(|r| r.name == MMIO_BASELINE) {
+        let _ = writeln!(
+            md,
+            "\nOne 32-bit MMIO read of QEMU's `edu` device, against `{MMIO_BASELINE}` (a volatile \
+             load through Keel's own mapping) in the same boots:\n"
+        );
+        let _ = writeln!(md, "| benchmark | ns per read | vs native |");
+        let _ = writeln!(md, "|---|---:|---:|");
+        for row in rows.iter().filter(|r| r.name.starts_with("mmio_read_")) {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1}x |",
+                row.name,
+                row.median_ns,
+                row.median_ns / native.median_ns
+            );
+        }
+    }
     md
 }
 
@@ -497,6 +518,23 @@ mod tests {
         assert!(md.contains("| heap_alloc_free | 0.060 | 0.050–0.070 | 1000 | — |"));
         assert!(md.contains("median 1.000 s"));
         assert!(md.contains("TCG"));
+    }
+
+    #[test]
+    fn markdown_compares_wasi_dd_mmio_reads_with_the_native_one() {
+        let mut report = report();
+        assert!(!render_markdown(&report).contains("vs native"));
+        for run in &mut report.runs {
+            run.samples.push(sample("mmio_read_native", 80.0));
+            run.samples
+                .push(sample("mmio_read_wasi_dd_packed32", 320.0));
+        }
+        let md = render_markdown(&report);
+        assert!(md.contains("| mmio_read_native | 80.0 | 1.0x |"), "{md}");
+        assert!(
+            md.contains("| mmio_read_wasi_dd_packed32 | 320.0 | 4.0x |"),
+            "{md}"
+        );
     }
 
     #[test]

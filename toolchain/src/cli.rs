@@ -21,7 +21,7 @@ commands:
                                             target/bench/report.md and report.json (builds the
                                             image unless --iso names one)
   clippy-kernel                             run clippy on the kernel for its target
-  build-drivers                             build drivers-wasm/ and componentize each driver into
+  build-drivers                             build drivers-wasm/ (Rust and C) and componentize each into
                                             target/drivers-wasm/<name>.wasm
   bench-dd                                  cost of a WASI-dd MMIO access from a driver vs native,
                                             on the host; writes target/bench/wasi-dd-host.md

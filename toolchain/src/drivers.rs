@@ -2,6 +2,12 @@
 //! `wasm32-unknown-unknown` on the stable toolchain it pins, then turn each driver's core module
 //! (which carries its WIT world in a `component-type` section from wit-bindgen) into a component,
 //! `target/drivers-wasm/<name>.wasm`. A component newer than its core module is left alone.
+//!
+//! C drivers (`drivers-wasm/c/<name>/`, the world named in its `world` file) get their bindings
+//! from the `wit-bindgen-c` crate, are compiled freestanding by clang against the small runtime
+//! in `drivers-wasm/c/runtime/` and linked as a reactor with the bindings' `component-type`
+//! object, then componentized the same way. A component newer than all its inputs (sources,
+//! runtime, `wit/dd`) is left alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +15,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
+use wit_bindgen_core::wit_parser::Resolve;
 
 use crate::paths::{Layout, parse_toolchain_channel};
 use crate::process::run_checked;
@@ -66,7 +73,202 @@ pub fn build_drivers(layout: &Layout) -> Result<Vec<PathBuf>> {
         }
         components.push(component);
     }
+    for name in c_driver_names(&project)? {
+        components.push(build_c_driver(layout, &project, &name)?);
+    }
+    components.sort();
     Ok(components)
+}
+
+/// The clang that compiles C drivers (`CLANG` overrides, as for `apps-wasm/build.sh`).
+fn clang() -> String {
+    std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string())
+}
+
+/// Flags for every C driver translation unit: C11, freestanding (no libc; the runtime provides
+/// what the bindings use), warnings as errors.
+const C_FLAGS: &[&str] = &[
+    "--target=wasm32-unknown-unknown",
+    "-std=c11",
+    "-O2",
+    "-ffreestanding",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+];
+
+/// The C drivers: directories of `drivers-wasm/c` that have a `world` file, sorted.
+pub fn c_driver_names(project: &Path) -> Result<Vec<String>> {
+    let dir = project.join("c");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if entry.path().join("world").is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Every driver `keel build-drivers` builds: the cargo members and the C drivers, sorted.
+pub fn all_driver_names(project: &Path) -> Result<Vec<String>> {
+    let mut names = driver_names(project)?;
+    names.extend(c_driver_names(project)?);
+    names.sort();
+    Ok(names)
+}
+
+/// Builds the C driver `drivers-wasm/c/<name>` into `target/drivers-wasm/<name>.wasm`.
+fn build_c_driver(layout: &Layout, project: &Path, name: &str) -> Result<PathBuf> {
+    let source = project.join("c").join(name);
+    let runtime = project.join("c/runtime");
+    let wit = layout.root().join("wit/dd");
+    let world_file = source.join("world");
+    let world = fs::read_to_string(&world_file)
+        .with_context(|| format!("reading {}", world_file.display()))?
+        .trim()
+        .to_string();
+    let out = layout.drivers_dir();
+    let component = out.join(format!("{name}.wasm"));
+    let mut inputs = files_in(&source)?;
+    inputs.extend(files_in(&runtime)?);
+    inputs.extend(files_in(&wit)?);
+    if is_up_to_date_with_all(&component, &inputs)? {
+        return Ok(component);
+    }
+
+    let build = out.join("c").join(name);
+    if build.exists() {
+        fs::remove_dir_all(&build).with_context(|| format!("clearing {}", build.display()))?;
+    }
+    let bindings = build.join("bindings");
+    fs::create_dir_all(&bindings).with_context(|| format!("creating {}", bindings.display()))?;
+    let generated = generate_c_bindings(&wit, &world, &bindings)
+        .with_context(|| format!("generating C bindings of world {world} for {name}"))?;
+
+    let c_files = |dir: &Path| -> Result<Vec<PathBuf>> {
+        Ok(files_in(dir)?
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "c"))
+            .collect())
+    };
+    let mut sources = c_files(&source)?;
+    sources.extend(c_files(&runtime)?);
+    sources.extend(
+        generated
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "c"))
+            .cloned(),
+    );
+    let mut objects: Vec<PathBuf> = generated
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "o"))
+        .cloned()
+        .collect();
+    for (index, file) in sources.iter().enumerate() {
+        let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+        let object = build.join(format!("{index}-{stem}.o"));
+        run_checked(
+            Command::new(clang())
+                .args(C_FLAGS)
+                .arg("-I")
+                .arg(runtime.join("include"))
+                .arg("-I")
+                .arg(&bindings)
+                .arg("-I")
+                .arg(&source)
+                .arg("-c")
+                .arg(file)
+                .arg("-o")
+                .arg(&object),
+        )
+        .with_context(|| format!("compiling {}", file.display()))?;
+        objects.push(object);
+    }
+    let core = build.join(format!("{name}.core.wasm"));
+    // A reactor: no entry point; the bindings export `run`, `cabi_realloc` and the post-return
+    // functions by name. The stack goes first so that an overflow traps instead of overwriting
+    // static data.
+    run_checked(
+        Command::new(clang())
+            .args(["--target=wasm32-unknown-unknown", "-nostdlib"])
+            .args(["-Wl,--no-entry", "-Wl,--stack-first", "-Wl,--strip-debug"])
+            .args(&objects)
+            .arg("-o")
+            .arg(&core),
+    )
+    .with_context(|| format!("linking {name}"))?;
+    let module = fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+    let encoded = componentize(&module).with_context(|| format!("componentizing {name}"))?;
+    let partial = out.join(format!("{name}.wasm.partial"));
+    fs::write(&partial, encoded).with_context(|| format!("writing {}", partial.display()))?;
+    fs::rename(&partial, &component)
+        .with_context(|| format!("renaming to {}", component.display()))?;
+    eprintln!("keel: built and componentized {}", component.display());
+    Ok(component)
+}
+
+/// Writes the C bindings of `world` (a world of the WIT package in `wit_dir`) into `out`: the
+/// header, the source and the `component-type` object to link with. Returns their paths.
+pub fn generate_c_bindings(wit_dir: &Path, world: &str, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve
+        .push_dir(wit_dir)
+        .map_err(|e| anyhow!("{e:#}"))
+        .with_context(|| format!("parsing {}", wit_dir.display()))?;
+    let world_id = resolve
+        .select_world(&[package], Some(world))
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world_id, &mut files)
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let mut written = Vec::new();
+    for (name, contents) in files.iter() {
+        let path = out.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The files under `dir`, recursively, sorted.
+fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in
+            fs::read_dir(&current).with_context(|| format!("reading {}", current.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("reading {}", current.display()))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// True if `output` exists and is at least as new as every one of `inputs`.
+pub fn is_up_to_date_with_all(output: &Path, inputs: &[PathBuf]) -> Result<bool> {
+    for input in inputs {
+        if !is_up_to_date(output, input)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Builds the drivers, then runs `wasi-dd`'s host benchmark (a release build of its
@@ -168,6 +370,11 @@ mod tests {
         let names = driver_names(&project).unwrap();
         assert!(names.contains(&"test-conformance".to_string()), "{names:?}");
         assert!(names.contains(&"test-hostile".to_string()), "{names:?}");
+        let c_names = c_driver_names(&project).unwrap();
+        assert_eq!(c_names, ["test-conformance-c"]);
+        let all = all_driver_names(&project).unwrap();
+        assert!(all.contains(&"test-conformance-c".to_string()), "{all:?}");
+        assert!(all.contains(&"test-conformance".to_string()), "{all:?}");
     }
 
     #[test]
@@ -191,13 +398,40 @@ mod tests {
             .root()
             .join("drivers-wasm/boot-drivers.txt");
         let listed = parse_boot_list(&fs::read_to_string(repository).unwrap()).unwrap();
-        let built = driver_names(&Layout::discover().root().join("drivers-wasm")).unwrap();
+        let built = all_driver_names(&Layout::discover().root().join("drivers-wasm")).unwrap();
         for (name, _) in listed {
             assert!(
                 built.contains(&name),
                 "boot-drivers.txt names {name}, not built"
             );
         }
+    }
+
+    #[test]
+    fn generates_c_bindings_of_the_test_driver_world() {
+        let layout = Layout::discover();
+        let out = std::env::temp_dir().join(format!("keel-c-bindings-{}", std::process::id()));
+        fs::create_dir_all(&out).unwrap();
+        let files =
+            generate_c_bindings(&layout.root().join("wit/dd"), "test-driver", &out).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "test_driver.c",
+                "test_driver.h",
+                "test_driver_component_type.o"
+            ]
+        );
+        let header = fs::read_to_string(out.join("test_driver.h")).unwrap();
+        assert!(header.contains("exports_test_driver_run("), "{header}");
+        let object = fs::read(out.join("test_driver_component_type.o")).unwrap();
+        assert!(object.starts_with(b"\0asm"));
+        assert!(generate_c_bindings(&layout.root().join("wit/dd"), "no-such-world", &out).is_err());
+        fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]

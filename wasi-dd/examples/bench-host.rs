@@ -293,13 +293,15 @@ fn main() -> Result<(), Error> {
             baseline,
         ));
         for batch in BATCHES {
-            let scenario = format!("batch-{access} {ACCESSES} {batch}");
-            rows.push((
-                access,
-                format!("WASI-dd, `batch` of {batch}"),
-                through_wasi_dd(&engine, &component, &linker, &scenario)?,
-                baseline,
-            ));
+            for (kind, call) in [("batch", "batch"), ("packed", "batch-packed")] {
+                let scenario = format!("{kind}-{access} {ACCESSES} {batch}");
+                rows.push((
+                    access,
+                    format!("WASI-dd, `{call}` of {batch}"),
+                    through_wasi_dd(&engine, &component, &linker, &scenario)?,
+                    baseline,
+                ));
+            }
         }
     }
     let mut table = format!(

@@ -13,7 +13,9 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use crate::bindings::host::DriverHost as DriverHostWorld;
 use crate::bindings::host::wasi_dd::dd::{dma, irq, mmio, pci, platform, ports, types};
 use crate::platform::{DmaMemory, InterruptLine, LogLevel, MmioWindow, Platform, PlatformError};
-use crate::registers::{Registers, access, check_access, check_span, check_value, run_batch};
+use crate::registers::{
+    Registers, access, check_access, check_span, check_value, run_batch, run_packed_batch,
+};
 use crate::types::{Access, Bar, BarKind, PciFunction};
 use types::{BatchError, ErrorCode, RegOp, Width};
 
@@ -406,6 +408,15 @@ impl<P: Platform> mmio::HostMmioRegion for DriverHost<P> {
         run_batch(entry, &*self.platform, &ops)
     }
 
+    fn batch_packed(
+        &mut self,
+        r: Resource<mmio::MmioRegion>,
+        words: Vec<u64>,
+    ) -> Result<Vec<u64>, BatchError> {
+        let entry = self.mmio_entry(&r).map_err(|_| stale_batch())?;
+        run_packed_batch(entry, &*self.platform, &words)
+    }
+
     fn drop(&mut self, r: Resource<mmio::MmioRegion>) -> wasmtime::Result<()> {
         self.delete::<_, MmioEntry<P::Mmio>>(r);
         Ok(())
@@ -447,6 +458,15 @@ impl<P: Platform> ports::HostPortRange for DriverHost<P> {
     ) -> Result<Vec<u64>, BatchError> {
         let window = self.port_entry(&r).map_err(|_| stale_batch())?;
         run_batch(&window, &*self.platform, &ops)
+    }
+
+    fn batch_packed(
+        &mut self,
+        r: Resource<ports::PortRange>,
+        words: Vec<u64>,
+    ) -> Result<Vec<u64>, BatchError> {
+        let window = self.port_entry(&r).map_err(|_| stale_batch())?;
+        run_packed_batch(&window, &*self.platform, &words)
     }
 
     fn drop(&mut self, r: Resource<ports::PortRange>) -> wasmtime::Result<()> {
@@ -498,6 +518,15 @@ impl<P: Platform> dma::HostDmaBuffer for DriverHost<P> {
     ) -> Result<Vec<u64>, BatchError> {
         let window = self.dma_entry(&r).map_err(|_| stale_batch())?;
         run_batch(&window, &*self.platform, &ops)
+    }
+
+    fn batch_packed(
+        &mut self,
+        r: Resource<dma::DmaBuffer>,
+        words: Vec<u64>,
+    ) -> Result<Vec<u64>, BatchError> {
+        let window = self.dma_entry(&r).map_err(|_| stale_batch())?;
+        run_packed_batch(&window, &*self.platform, &words)
     }
 
     fn free(&mut self, r: Resource<dma::DmaBuffer>) -> Result<(), ErrorCode> {

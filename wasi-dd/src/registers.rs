@@ -125,6 +125,133 @@ pub(crate) fn run_batch<R: Registers, P: Platform>(
     Ok(results)
 }
 
+/// Decodes a packed batch (the encoding is described in `wit/dd/types.wit`). Decoding stops at
+/// the first malformed operation: the operations before it, and that operation's index with
+/// `unsupported`.
+pub(crate) fn decode_packed(words: &[u64]) -> (Vec<RegOp>, Option<BatchError>) {
+    use crate::bindings::host::wasi_dd::dd::types::{RegModify, RegPoll, RegRead, RegWrite};
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while at < words.len() {
+        let header = words[at];
+        let width = match (header >> 8) & 0xff {
+            0 => Width::W8,
+            1 => Width::W16,
+            2 => Width::W32,
+            3 => Width::W64,
+            _ => Width::W8,
+        };
+        let width_known = (header >> 8) & 0xff <= 3;
+        let offset = header >> 16;
+        let operands = match header & 0xff {
+            0 => 0,
+            1 | 4 => 1,
+            2 => 2,
+            3 => 3,
+            _ => usize::MAX,
+        };
+        let Some(args) = words
+            .get(at + 1..)
+            .and_then(|rest| rest.get(..operands))
+            .filter(|_| width_known || header & 0xff == 4)
+        else {
+            let index = u32::try_from(ops.len()).unwrap_or(u32::MAX);
+            return (
+                ops,
+                Some(BatchError {
+                    index,
+                    code: ErrorCode::Unsupported,
+                }),
+            );
+        };
+        ops.push(match header & 0xff {
+            0 => RegOp::Read(RegRead { offset, width }),
+            1 => RegOp::Write(RegWrite {
+                offset,
+                width,
+                value: args[0],
+            }),
+            2 => RegOp::Modify(RegModify {
+                offset,
+                width,
+                clear: args[0],
+                set: args[1],
+            }),
+            3 => RegOp::Poll(RegPoll {
+                offset,
+                width,
+                mask: args[0],
+                expect: args[1],
+                timeout_ns: args[2],
+            }),
+            _ => RegOp::Delay(args[0]),
+        });
+        at += 1 + operands;
+    }
+    (ops, None)
+}
+
+/// Runs a packed batch: the well-formed operations before a malformed one take effect, then
+/// the batch ends at the malformed one. Reads and writes, the hot path, run straight from the
+/// words; the other kinds go through the same code as `batch`.
+pub(crate) fn run_packed_batch<R: Registers, P: Platform>(
+    space: &R,
+    platform: &P,
+    words: &[u64],
+) -> Result<Vec<u64>, BatchError> {
+    let mut results = Vec::with_capacity(words.len());
+    let mut at = 0;
+    let mut index = 0u32;
+    while at < words.len() {
+        let header = words[at];
+        let width = match (header >> 8) & 0xff {
+            0 => Access::W8,
+            1 => Access::W16,
+            2 => Access::W32,
+            3 => Access::W64,
+            _ => Access::W8,
+        };
+        let known_width = (header >> 8) & 0xff <= 3;
+        let failed = |code| BatchError { index, code };
+        match header & 0xff {
+            0 if known_width => {
+                results.push(space.read(header >> 16, width).map_err(failed)?);
+                at += 1;
+            }
+            1 if known_width && at + 1 < words.len() => {
+                space
+                    .write(header >> 16, width, words[at + 1])
+                    .map_err(failed)?;
+                at += 2;
+            }
+            _ => {
+                // One operation of another kind (or a malformed one), decoded and run alone.
+                let end = (at + 1 + operand_count(header)).min(words.len());
+                let (ops, _) = decode_packed(&words[at..end]);
+                let Some(op) = ops.first() else {
+                    return Err(failed(ErrorCode::Unsupported));
+                };
+                let values = run_batch(space, platform, core::slice::from_ref(op))
+                    .map_err(|e| BatchError { index, ..e })?;
+                results.extend(values);
+                at += 1 + operand_count(header);
+            }
+        }
+        index = index.saturating_add(1);
+    }
+    Ok(results)
+}
+
+/// Words after the header that an operation of this header's kind carries.
+fn operand_count(header: u64) -> usize {
+    match header & 0xff {
+        1 | 4 => 1,
+        2 => 2,
+        3 => 3,
+        _ => 0,
+    }
+}
+
 /// Reads until `(value & mask) == expect`, at least once, for at most `timeout_ns` of the
 /// platform's clock.
 fn poll<R: Registers, P: Platform>(
@@ -164,6 +291,74 @@ mod tests {
             Err(ErrorCode::OutOfRange)
         );
         assert_eq!(check_access(8, Access::W64, 16), Ok(()));
+    }
+
+    #[test]
+    fn packed_batches_decode_to_the_same_operations() {
+        use crate::bindings::host::wasi_dd::dd::types::{RegModify, RegPoll, RegRead, RegWrite};
+        use alloc::vec;
+        let header = |kind: u64, width: u64, offset: u64| kind | width << 8 | offset << 16;
+        let words = [
+            header(0, 2, 0x10),
+            header(1, 3, 0x18),
+            7,
+            header(2, 1, 0x20),
+            0xf0,
+            0x01,
+            header(3, 2, 0x24),
+            0x1,
+            0x0,
+            1000,
+            header(4, 0, 0),
+            500,
+        ];
+        let (ops, error) = decode_packed(&words);
+        assert_eq!(error, None);
+        assert_eq!(
+            ops,
+            vec![
+                RegOp::Read(RegRead {
+                    offset: 0x10,
+                    width: Width::W32
+                }),
+                RegOp::Write(RegWrite {
+                    offset: 0x18,
+                    width: Width::W64,
+                    value: 7
+                }),
+                RegOp::Modify(RegModify {
+                    offset: 0x20,
+                    width: Width::W16,
+                    clear: 0xf0,
+                    set: 0x01
+                }),
+                RegOp::Poll(RegPoll {
+                    offset: 0x24,
+                    width: Width::W32,
+                    mask: 1,
+                    expect: 0,
+                    timeout_ns: 1000
+                }),
+                RegOp::Delay(500),
+            ]
+        );
+        // A write without its value, an unknown kind, an unknown width: each ends the batch at
+        // its own index, after the operations before it.
+        for (words, index) in [
+            (vec![header(0, 2, 0), header(1, 2, 4)], 1),
+            (vec![header(9, 2, 0)], 0),
+            (vec![header(0, 2, 0), header(0, 2, 4), header(0, 7, 8)], 2),
+        ] {
+            let (ops, error) = decode_packed(&words);
+            assert_eq!(ops.len(), index as usize);
+            assert_eq!(
+                error,
+                Some(BatchError {
+                    index,
+                    code: ErrorCode::Unsupported
+                })
+            );
+        }
     }
 
     #[test]

@@ -482,3 +482,23 @@ fn forged_handles_trap_only_their_instance() {
         assert!(report.starts_with("device 0000:00:03.0"), "{report}");
     }
 }
+
+/// `batch-packed` reaches the device exactly as `batch` does: the same accesses, in order.
+#[test]
+fn packed_batches_make_the_same_accesses_as_typed_batches() {
+    let accesses = |scenario: &str| {
+        let (result, platform) = run("test-cost", scenario, Limits::default());
+        let answer = result
+            .unwrap_or_else(|trap| panic!("{scenario} trapped: {trap:#}"))
+            .unwrap_or_else(|failure| panic!("{scenario} failed: {failure}"));
+        assert_eq!(platform.violations(), Vec::<String>::new(), "{scenario}");
+        (answer, mmio_events(&platform.events()))
+    };
+    for access in ["read", "write"] {
+        let (typed_answer, typed) = accesses(&format!("batch-{access} 64 16"));
+        let (packed_answer, packed) = accesses(&format!("packed-{access} 64 16"));
+        assert_eq!(typed.len(), 64, "{access}: {typed:?}");
+        assert_eq!(packed, typed, "{access}");
+        assert_eq!(packed_answer, typed_answer, "{access}");
+    }
+}

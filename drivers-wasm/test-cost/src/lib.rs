@@ -1,6 +1,7 @@
 //! A WASI-dd driver that measures nothing itself: it repeats one kind of register access so the
 //! host can time it (`keel bench-dd`). Scenarios: `read N`, `write N` (single calls on BAR 0),
-//! `batch-read N K`, `batch-write N K` (N accesses in batches of K). Returns the last value read
+//! `batch-read N K`, `batch-write N K` (N accesses in batches of K), `packed-read N K`,
+//! `packed-write N K` (the same with `batch-packed`). Returns the last value read
 //! (or the number of accesses) so the work cannot be optimized away.
 
 #![deny(unsafe_code)]
@@ -36,6 +37,8 @@ impl bindings::Guest for Driver {
             Some("write") => single_writes(&region, number(1)?),
             Some("batch-read") => batches(&region, number(1)?, number(2)?, false),
             Some("batch-write") => batches(&region, number(1)?, number(2)?, true),
+            Some("packed-read") => packed_batches(&region, number(1)?, number(2)?, false),
+            Some("packed-write") => packed_batches(&region, number(1)?, number(2)?, true),
             _ => return Err(format!("unknown scenario {scenario:?}")),
         };
         outcome
@@ -86,6 +89,34 @@ fn batches(region: &MmioRegion, count: u64, per_batch: u64, write: bool) -> Resu
     let mut last = 0;
     for _ in 0..count / per_batch {
         let values = region.batch(&ops).map_err(|e| e.code)?;
+        last = values.last().copied().unwrap_or(per_batch);
+    }
+    Ok(last)
+}
+
+/// The packed encoding of `wit/dd/types.wit`: kind, width 2 (`w32`), offset.
+fn packed_header(kind: u64, offset: u64) -> u64 {
+    kind | 2 << 8 | offset << 16
+}
+
+fn packed_batches(
+    region: &MmioRegion,
+    count: u64,
+    per_batch: u64,
+    write: bool,
+) -> Result<u64, ErrorCode> {
+    let mut words = Vec::new();
+    for i in 0..per_batch {
+        let offset = REGISTER + 4 * (i % 32);
+        if write {
+            words.extend([packed_header(1, offset), i]);
+        } else {
+            words.push(packed_header(0, offset));
+        }
+    }
+    let mut last = 0;
+    for _ in 0..count / per_batch {
+        let values = region.batch_packed(&words).map_err(|e| e.code)?;
         last = values.last().copied().unwrap_or(per_batch);
     }
     Ok(last)

@@ -32,6 +32,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     map_unmap_page()?;
     heap_alloc_free();
     wasm_programs();
+    wasi_dd_mmio();
     println!("bench: done");
     Ok(())
 }
@@ -162,4 +163,80 @@ fn wasm_programs() {
     if let Some(t) = time_program("sortbench", &["10000000"]) {
         report("wasm_sort_10m_ints", alloc::vec![t]);
     }
+}
+
+/// QEMU's `edu` device, whose BAR 0 the MMIO benchmark reads.
+const EDU: (u16, u16) = (0x1234, 0x11e8);
+/// A register of the edu device that reads without side effects (undecoded: all ones).
+const EDU_SCRATCH: usize = 0x100;
+
+/// One 32-bit MMIO read of the edu device: native (a volatile load through Keel's own mapping)
+/// against the `test-cost` driver component doing the same through WASI-dd, one call per read
+/// and in batches of 32 (`batch` and `batch-packed`) and 256 (`batch-packed`). Each figure is the median over rounds of
+/// a per-read cost; a WASI-dd round is the difference of a long and a short run divided by the
+/// extra reads, so instantiating the driver does not count.
+fn wasi_dd_mmio() {
+    let Some(function) = crate::drivers::function_with_id(EDU.0, EDU.1) else {
+        return;
+    };
+    let Some(bar) = function.bars.iter().find(|b| b.index == 0) else {
+        return;
+    };
+    const READS: u64 = 8192;
+    const ROUNDS: usize = 7;
+    {
+        let Ok(mapping) = map_device_bar(bar.base, bar.size) else {
+            return;
+        };
+        let rounds = (0..ROUNDS)
+            .map(|_| {
+                let start = read_tsc();
+                for _ in 0..READS {
+                    let _ = core::hint::black_box(mapping.read_volatile::<u32>(EDU_SCRATCH));
+                }
+                (read_tsc() - start) / READS
+            })
+            .collect();
+        report("mmio_read_native", rounds);
+        // The mapping (and its claim on the BAR) ends here, before the driver maps it.
+    }
+    let timed = |scenario: &str| -> Option<u64> {
+        let start = read_tsc();
+        keel_dd_host::manager::run_manual("test-cost", &function, scenario).ok()?;
+        Some(read_tsc() - start)
+    };
+    let per_read = |short: &str, long: &str| -> Vec<u64> {
+        (0..ROUNDS)
+            .filter_map(|_| {
+                let (short, long) = (timed(short)?, timed(long)?);
+                Some(long.saturating_sub(short) / READS)
+            })
+            .collect()
+    };
+    let long = |kind: &str, batch: &str| alloc::format!("{kind} {} {batch}", 64 + READS);
+    for (name, kind, batch) in [
+        ("mmio_read_wasi_dd_single", "read", ""),
+        ("mmio_read_wasi_dd_batch32", "batch-read", "32"),
+        ("mmio_read_wasi_dd_packed32", "packed-read", "32"),
+        ("mmio_read_wasi_dd_packed256", "packed-read", "256"),
+    ] {
+        let short = alloc::format!("{kind} 64 {batch}");
+        let rounds = per_read(short.trim_end(), long(kind, batch).trim_end());
+        if !rounds.is_empty() {
+            report(name, rounds);
+        }
+    }
+}
+
+fn map_device_bar(
+    base: u64,
+    size: u64,
+) -> Result<keel_memory::MappedPages, keel_memory::MemoryError> {
+    let frames = keel_memory::claim_device_frames(keel_memory::PhysAddr::new(base), size)?;
+    let pages = keel_memory::allocate_pages(frames.count())?;
+    keel_memory::map(
+        pages,
+        frames,
+        MapFlags::ReadWrite(keel_memory::CacheMode::Uncached),
+    )
 }

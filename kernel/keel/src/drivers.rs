@@ -124,17 +124,18 @@ pub fn start(drivers: Vec<BootDriver>) {
 }
 
 fn image(driver: &BootDriver) -> Result<DriverImage, String> {
-    let (name, world, matches, scenario) =
-        keel_dd_host::parse_manifest(&driver.manifest).map_err(|e| format!("{e}"))?;
+    let manifest = keel_dd_host::parse_manifest(&driver.manifest).map_err(|e| format!("{e}"))?;
     let artifact = lz4_flex::decompress_size_prepended(driver.artifact)
-        .map_err(|e| format!("{name}: its compressed image is damaged ({e})"))?;
-    Ok(DriverImage {
-        name,
-        world,
-        matches,
-        scenario,
-        artifact,
-    })
+        .map_err(|e| format!("{}: its compressed image is damaged ({e})", manifest.name))?;
+    Ok(DriverImage { manifest, artifact })
+}
+
+/// The PCI function `keel-pci` found with this vendor and device id, as a driver host sees it.
+pub fn function_with_id(vendor: u16, device: u16) -> Option<PciFunction> {
+    keel_pci::functions()
+        .iter()
+        .find(|f| f.vendor_id == vendor && f.device_id == device)
+        .map(describe)
 }
 
 /// `drivers [-v]`: every bound driver instance with its device, state and interrupts handled;

@@ -45,13 +45,22 @@ pub enum DriverWorld {
     Block,
 }
 
-/// A driver component from the boot image, with its match rules.
-pub struct DriverImage {
+/// What a driver module's command line says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
     pub name: String,
     pub world: DriverWorld,
     pub matches: Vec<DeviceMatch>,
-    /// For test drivers: the scenario to run.
+    /// For test drivers: the scenario to run at boot.
     pub scenario: Option<String>,
+    /// Bound at boot (`bind=boot`, the default), or only run on request (`bind=manual`, for
+    /// the benchmark drivers).
+    pub bind_at_boot: bool,
+}
+
+/// A driver component from the boot image, with its manifest.
+pub struct DriverImage {
+    pub manifest: Manifest,
     /// The precompiled component (`keel-aot` output), already decompressed.
     pub artifact: Vec<u8>,
 }
@@ -66,15 +75,14 @@ impl fmt::Display for ManifestError {
     }
 }
 
-/// Parses `NAME world=... match=... [scenario=...]` (the part after `driver `).
-pub fn parse_manifest(
-    line: &str,
-) -> Result<(String, DriverWorld, Vec<DeviceMatch>, Option<String>), ManifestError> {
+/// Parses `NAME world=... match=... [scenario=...] [bind=boot|manual]` (the part after
+/// `driver `).
+pub fn parse_manifest(line: &str) -> Result<Manifest, ManifestError> {
     let mut words = line.split_whitespace();
     let name = words
         .next()
         .ok_or_else(|| ManifestError("a driver module needs a name".into()))?;
-    let (mut world, mut matches, mut scenario) = (None, Vec::new(), None);
+    let (mut world, mut matches, mut scenario, mut bind_at_boot) = (None, Vec::new(), None, true);
     for word in words {
         let (key, value) = word
             .split_once('=')
@@ -85,7 +93,9 @@ pub fn parse_manifest(
                     "test-driver" => DriverWorld::Test,
                     "nic-driver" => DriverWorld::Nic,
                     "block-driver" => DriverWorld::Block,
-                    other => return Err(ManifestError(format!("{name}: unknown world '{other}'"))),
+                    other => {
+                        return Err(ManifestError(format!("{name}: unknown world '{other}'")));
+                    }
                 })
             }
             "match" => {
@@ -98,6 +108,17 @@ pub fn parse_manifest(
                 }
             }
             "scenario" => scenario = Some(value.to_string()),
+            "bind" => {
+                bind_at_boot = match value {
+                    "boot" => true,
+                    "manual" => false,
+                    other => {
+                        return Err(ManifestError(format!(
+                            "{name}: bind={other} (want boot or manual)"
+                        )));
+                    }
+                }
+            }
             other => return Err(ManifestError(format!("{name}: unknown key '{other}'"))),
         }
     }
@@ -105,7 +126,13 @@ pub fn parse_manifest(
     if matches.is_empty() {
         return Err(ManifestError(format!("{name}: no match=")));
     }
-    Ok((name.to_string(), world, matches, scenario))
+    Ok(Manifest {
+        name: name.to_string(),
+        world,
+        matches,
+        scenario,
+        bind_at_boot,
+    })
 }
 
 fn parse_match(rule: &str) -> Option<DeviceMatch> {
@@ -191,36 +218,76 @@ fn set_state(index: usize, state: DriverState) {
 /// Kernel stack for a driver task: Wasmtime's Wasm stack limit plus host calls.
 const DRIVER_STACK: usize = 1 << 20;
 
-/// Binds every function that a driver matches (the first matching driver wins) and starts
-/// each instance in its own task. Returns how many were started.
+/// The boot image's drivers, each with its component once loaded.
+struct Loaded {
+    image: Arc<DriverImage>,
+    component: Option<Result<Component, String>>,
+}
+
+static IMAGES: IrqSafeMutex<Vec<Loaded>> = IrqSafeMutex::new(Vec::new());
+static ENGINE: spin::Once<&'static Engine> = spin::Once::new();
+static CONFIG: spin::Once<&'static dyn ConfigSpace> = spin::Once::new();
+
+/// The component of boot driver `index`, loaded on first use.
+fn component(
+    engine: &Engine,
+    index: usize,
+) -> Option<(Arc<DriverImage>, Result<Component, String>)> {
+    let image = IMAGES.lock().get(index)?.image.clone();
+    if let Some(loaded) = IMAGES.lock()[index].component.clone() {
+        return Some((image, loaded));
+    }
+    // Deserializing takes a while: not under the lock.
+    let loaded = load_component(engine, &image.artifact);
+    IMAGES.lock()[index].component = Some(loaded.clone());
+    Some((image, loaded))
+}
+
+/// Binds every function that a boot-bound driver matches (the first matching driver wins) and
+/// starts each instance in its own task. Drivers marked `bind=manual` are kept for
+/// [`run_manual`]. Returns how many instances were started.
 pub fn bind_all(
     engine: &'static Engine,
     config: &'static dyn ConfigSpace,
     functions: &[PciFunction],
     images: Vec<DriverImage>,
 ) -> usize {
-    let images: Vec<Arc<DriverImage>> = images.into_iter().map(Arc::new).collect();
-    let mut components: Vec<Option<Result<Component, String>>> =
-        images.iter().map(|_| None).collect();
+    ENGINE.call_once(|| engine);
+    CONFIG.call_once(|| config);
+    {
+        let mut loaded = IMAGES.lock();
+        for image in images {
+            loaded.push(Loaded {
+                image: Arc::new(image),
+                component: None,
+            });
+        }
+    }
+    let boot_bound: Vec<(usize, Vec<DeviceMatch>)> = IMAGES
+        .lock()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.image.manifest.bind_at_boot)
+        .map(|(i, l)| (i, l.image.manifest.matches.clone()))
+        .collect();
     let mut started = 0;
     for function in functions {
-        let Some(index) = images
+        let Some(&(index, _)) = boot_bound
             .iter()
-            .position(|image| image.matches.iter().any(|m| m.matches(function)))
+            .find(|(_, matches)| matches.iter().any(|m| m.matches(function)))
         else {
             continue;
         };
-        let image = images[index].clone();
-        let component = components[index]
-            .get_or_insert_with(|| load_component(engine, &image.artifact))
-            .clone();
+        let Some((image, component)) = component(engine, index) else {
+            continue;
+        };
         let interrupts = Arc::new(crate::platform::InterruptSlot::default());
         let log = Arc::new(crate::platform::DriverLog::default());
         let record_index = {
             let mut records = RECORDS.lock();
             records.push(DriverRecord {
                 function: function.clone(),
-                driver: image.name.clone(),
+                driver: image.manifest.name.clone(),
                 state: DriverState::Starting,
                 task: 0,
                 interrupts: interrupts.clone(),
@@ -236,17 +303,21 @@ pub fn bind_all(
             }
         };
         let function = function.clone();
-        let task_name = format!("driver {}", image.name);
+        let task_name = format!("driver {}", image.manifest.name);
         let spawned = keel_task::Builder::new(&task_name)
             .stack_size(DRIVER_STACK)
             .cooperative_kill()
             .spawn(move || {
-                let state = match run_instance(
-                    engine, config, &image, &component, function, interrupts, log,
-                ) {
-                    Ok(state) => state,
-                    Err(why) => DriverState::Failed(why),
+                let scenario = image.manifest.scenario.as_deref();
+                let instance = Instance {
+                    engine,
+                    config,
+                    image: &image,
+                    component: &component,
                 };
+                let state = instance
+                    .run(function, scenario, interrupts, log)
+                    .unwrap_or_else(DriverState::Failed);
                 set_state(record_index, state);
             });
         match spawned {
@@ -265,6 +336,51 @@ pub fn bind_all(
     started
 }
 
+/// Runs the `bind=manual` test driver `name` on `function` with `scenario`, in a task of its
+/// own, and returns its report (benchmarks use this). The instance is gone when it returns.
+pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<String, String> {
+    let (engine, config) = match (ENGINE.get(), CONFIG.get()) {
+        (Some(engine), Some(config)) => (*engine, *config),
+        _ => return Err(String::from("the driver manager has not started")),
+    };
+    let index = IMAGES
+        .lock()
+        .iter()
+        .position(|l| l.image.manifest.name == name)
+        .ok_or_else(|| format!("no driver named '{name}' in the boot image"))?;
+    let (image, component) = component(engine, index).ok_or("no such driver")?;
+    let component = component?;
+    if image.manifest.world != DriverWorld::Test {
+        return Err(format!("{name} is not a test driver"));
+    }
+    let function = function.clone();
+    let scenario = String::from(scenario);
+    let handle = keel_task::Builder::new(&format!("driver {name}"))
+        .stack_size(DRIVER_STACK)
+        .cooperative_kill()
+        .spawn(move || {
+            let instance = Instance {
+                engine,
+                config,
+                image: &image,
+                component: &component,
+            };
+            instance.run(
+                function,
+                Some(&scenario),
+                Arc::new(crate::platform::InterruptSlot::default()),
+                Arc::new(crate::platform::DriverLog::default()),
+            )
+        })
+        .map_err(|e| format!("cannot start a task: {e:?}"))?;
+    match handle.join() {
+        Ok(Ok(DriverState::Finished(report))) => Ok(report),
+        Ok(Ok(DriverState::Failed(why)) | Err(why)) => Err(why),
+        Ok(Ok(other)) => Err(format!("ended as {other:?}")),
+        Err(failure) => Err(format!("its task failed: {failure:?}")),
+    }
+}
+
 fn load_component(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
     if Engine::detect_precompiled(artifact) != Some(wasmtime::Precompiled::Component) {
         return Err(String::from("not a precompiled WASI-dd component"));
@@ -276,46 +392,56 @@ fn load_component(engine: &Engine, artifact: &[u8]) -> Result<Component, String>
     component.map_err(|e| format!("not a usable driver: {e:#}"))
 }
 
-/// Instantiates `image` for `function` and runs it: a test driver's scenario to its end.
-fn run_instance(
-    engine: &Engine,
+/// What an instance is made from.
+struct Instance<'a> {
+    engine: &'a Engine,
     config: &'static dyn ConfigSpace,
-    image: &DriverImage,
-    component: &Component,
-    function: PciFunction,
-    interrupts: Arc<crate::platform::InterruptSlot>,
-    log: Arc<crate::platform::DriverLog>,
-) -> Result<DriverState, String> {
-    let platform = KeelPlatform::for_function(config, &image.name, &function, interrupts, log)
-        .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
-    let host = DriverHost::new(Arc::new(platform), function).with_name(&image.name);
-    let mut store = Store::new(engine, host);
-    // Epoch interruption is on for every store of the engine: let drivers run on, and end them
-    // only when their task is killed.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| {
-        if keel_task::kill_requested() {
-            Ok(wasmtime::UpdateDeadline::Interrupt)
-        } else {
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        }
-    });
-    let mut linker = Linker::new(engine);
-    wasi_dd::add_to_linker(&mut linker, |host| host).map_err(|e| format!("{e:#}"))?;
-    match image.world {
-        DriverWorld::Test => {
-            let driver = TestDriver::instantiate(&mut store, component, &linker)
-                .map_err(|e| format!("cannot instantiate: {e:#}"))?;
-            let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
-            let scenario = image.scenario.as_deref().unwrap_or("default");
-            match driver.call_run(&mut store, device, scenario) {
-                Ok(Ok(report)) => Ok(DriverState::Finished(report)),
-                Ok(Err(why)) => Ok(DriverState::Failed(why)),
-                Err(trap) => Ok(DriverState::Failed(format!("trapped: {trap:#}"))),
+    image: &'a DriverImage,
+    component: &'a Component,
+}
+
+impl Instance<'_> {
+    /// Instantiates the driver for `function` and runs it: a test driver's scenario to its end.
+    fn run(
+        &self,
+        function: PciFunction,
+        scenario: Option<&str>,
+        interrupts: Arc<crate::platform::InterruptSlot>,
+        log: Arc<crate::platform::DriverLog>,
+    ) -> Result<DriverState, String> {
+        let (engine, component, image) = (self.engine, self.component, self.image);
+        let name = &image.manifest.name;
+        let platform = KeelPlatform::for_function(self.config, name, &function, interrupts, log)
+            .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
+        let host = DriverHost::new(Arc::new(platform), function).with_name(name);
+        let mut store = Store::new(engine, host);
+        // Epoch interruption is on for every store of the engine: let drivers run on, and end them
+        // only when their task is killed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| {
+            if keel_task::kill_requested() {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
             }
+        });
+        let mut linker = Linker::new(engine);
+        wasi_dd::add_to_linker(&mut linker, |host| host).map_err(|e| format!("{e:#}"))?;
+        match image.manifest.world {
+            DriverWorld::Test => {
+                let driver = TestDriver::instantiate(&mut store, component, &linker)
+                    .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+                let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
+                let scenario = scenario.unwrap_or("default");
+                match driver.call_run(&mut store, device, scenario) {
+                    Ok(Ok(report)) => Ok(DriverState::Finished(report)),
+                    Ok(Err(why)) => Ok(DriverState::Failed(why)),
+                    Err(trap) => Ok(DriverState::Failed(format!("trapped: {trap:#}"))),
+                }
+            }
+            DriverWorld::Nic | DriverWorld::Block => Err(String::from(
+                "no consumer for this world in Keel yet (network stack and block layer come next)",
+            )),
         }
-        DriverWorld::Nic | DriverWorld::Block => Err(String::from(
-            "no consumer for this world in Keel yet (network stack and block layer come next)",
-        )),
     }
 }
