@@ -13,8 +13,9 @@ use keel_toolchain::vm::{BOOT_TIMEOUT, PROMPT, Vm};
 /// The task states `ps` may show.
 const TASK_STATES: [&str; 5] = ["running", "ready", "blocked", "sleeping", "exited"];
 /// The commands the shell contract names; `help` must list each of them.
-const SHELL_COMMANDS: [&str; 10] = [
+const SHELL_COMMANDS: [&str; 12] = [
     "help", "ps", "mem", "uptime", "kill", "selftest", "bench", "shutdown", "lspci", "drivers",
+    "ifconfig", "ping",
 ];
 const FAULT_KINDS: [&str; 5] = ["page", "div", "ud", "gp", "stack"];
 /// Hang guard for the heavier self-tests.
@@ -715,6 +716,64 @@ fn drivers_binds_the_edu_test_driver_which_uses_mmio_interrupts_and_dma() {
         );
         let up = vm.command("uptime")?;
         ensure!(up.starts_with("up "), "shell still answers: {up:?}");
+        Ok(())
+    });
+}
+
+/// The e1000 driver component serves Keel's network stack: DHCP gives QEMU's user network
+/// address, and the gateway answers ping.
+#[test]
+fn e1000_driver_gets_a_dhcp_lease_and_pings_the_gateway() {
+    with_vm(|vm, _| {
+        let drivers = vm.command("drivers")?;
+        let row = drivers
+            .lines()
+            .find(|l| l.contains("8086:100e"))
+            .with_context(|| format!("no driver bound to the e1000: {drivers:?}"))?;
+        ensure!(
+            row.contains(" e1000 ") && row.contains(" running "),
+            "e1000 driver row: {row:?}"
+        );
+        // DHCP over QEMU's user network takes a few round trips: a bounded number of looks.
+        let mut ifconfig = String::new();
+        for _ in 0..40 {
+            ifconfig = vm.command("ifconfig")?;
+            if ifconfig.contains("inet 10.0.2.15/24") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        ensure!(
+            ifconfig.contains("inet 10.0.2.15/24") && ifconfig.contains("router 10.0.2.2"),
+            "no DHCP lease: {ifconfig:?}"
+        );
+        ensure!(
+            ifconfig.contains("link up") && ifconfig.contains("ether 52:54:00:12:34:56"),
+            "ifconfig: {ifconfig:?}"
+        );
+        let ping = vm.command_with_timeout("ping 10.0.2.2 3", Duration::from_secs(30))?;
+        ensure!(
+            ping.contains("reply from 10.0.2.2: icmp_seq=0") && ping.contains("3 sent, 3 received"),
+            "ping: {ping:?}"
+        );
+        let bad = vm.command("ping 10.0.2")?;
+        ensure!(bad.contains("not an IPv4 address"), "bad address: {bad:?}");
+        let counters = vm.command("ifconfig")?;
+        let packets = |prefix: &str| -> Result<u64> {
+            let line = counters
+                .lines()
+                .find(|l| l.trim_start().starts_with(prefix))
+                .with_context(|| format!("no {prefix} line: {counters:?}"))?;
+            line.split_whitespace()
+                .nth(2)
+                .context("no packet count")?
+                .parse()
+                .context("packet count")
+        };
+        ensure!(
+            packets("RX")? >= 5 && packets("TX")? >= 5,
+            "counters: {counters:?}"
+        );
         Ok(())
     });
 }

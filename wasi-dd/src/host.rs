@@ -164,6 +164,74 @@ impl<P: Platform> DriverHost<P> {
         self.dma_in_use
     }
 
+    /// Allocates a DMA buffer for the host's own use with this driver: frames to send, empty
+    /// receive buffers, sectors to read into. The handle is passed to the driver's exports (it
+    /// counts towards the instance's DMA limits like the driver's own buffers).
+    pub fn allocate_buffer(&mut self, size: u64) -> Result<Resource<dma::DmaBuffer>, ErrorCode> {
+        self.allocate(size, MAX_DMA_ALIGN)
+    }
+
+    /// A DMA buffer within this instance's limits (for the driver or the host).
+    fn allocate(&mut self, size: u64, align: u64) -> Result<Resource<dma::DmaBuffer>, ErrorCode> {
+        if size == 0 || size > self.limits.max_dma_buffer {
+            return Err(ErrorCode::OutOfRange);
+        }
+        if !align.is_power_of_two() {
+            return Err(ErrorCode::OutOfRange);
+        }
+        if align > MAX_DMA_ALIGN {
+            return Err(ErrorCode::Unsupported);
+        }
+        if self.dma_in_use.saturating_add(size) > self.limits.max_dma_total {
+            return Err(ErrorCode::OutOfMemory);
+        }
+        let memory = self
+            .platform
+            .allocate_dma(self.function.address, size, align)
+            .map_err(platform_error)?;
+        if memory.len() < size {
+            return Err(ErrorCode::OutOfMemory);
+        }
+        let entry = DmaEntry {
+            memory: Some(memory),
+            size,
+        };
+        let handle = self.table.push(entry).map_err(|_| ErrorCode::OutOfMemory)?;
+        self.dma_in_use += size;
+        Ok(Resource::new_own(handle.rep()))
+    }
+
+    /// Copies `data` into a buffer at `offset` (the host filling a frame to send).
+    pub fn write_buffer(
+        &mut self,
+        buffer: &Resource<dma::DmaBuffer>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ErrorCode> {
+        let window = self.dma_entry(buffer)?;
+        check_span(offset, data.len() as u64, window.size)?;
+        window.memory.write(offset, data);
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes of a buffer from `offset` (the host taking a received frame).
+    pub fn read_buffer(
+        &mut self,
+        buffer: &Resource<dma::DmaBuffer>,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), ErrorCode> {
+        let window = self.dma_entry(buffer)?;
+        check_span(offset, out.len() as u64, window.size)?;
+        window.memory.read(offset, out);
+        Ok(())
+    }
+
+    /// Size of a buffer, or `None` for a handle that is not a live buffer of this instance.
+    pub fn buffer_size(&mut self, buffer: &Resource<dma::DmaBuffer>) -> Option<u64> {
+        self.dma_entry(buffer).ok().map(|window| window.size)
+    }
+
     /// The handles of this instance (DMA buffers the host hands to a driver are pushed here).
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
@@ -777,32 +845,7 @@ impl<P: Platform> pci::HostDevice for DriverHost<P> {
         size: u64,
         align: u64,
     ) -> Result<Resource<dma::DmaBuffer>, ErrorCode> {
-        if size == 0 || size > self.limits.max_dma_buffer {
-            return Err(ErrorCode::OutOfRange);
-        }
-        if !align.is_power_of_two() {
-            return Err(ErrorCode::OutOfRange);
-        }
-        if align > MAX_DMA_ALIGN {
-            return Err(ErrorCode::Unsupported);
-        }
-        if self.dma_in_use.saturating_add(size) > self.limits.max_dma_total {
-            return Err(ErrorCode::OutOfMemory);
-        }
-        let memory = self
-            .platform
-            .allocate_dma(self.function.address, size, align)
-            .map_err(platform_error)?;
-        if memory.len() < size {
-            return Err(ErrorCode::OutOfMemory);
-        }
-        let entry = DmaEntry {
-            memory: Some(memory),
-            size,
-        };
-        let handle = self.table.push(entry).map_err(|_| ErrorCode::OutOfMemory)?;
-        self.dma_in_use += size;
-        Ok(Resource::new_own(handle.rep()))
+        self.allocate(size, align)
     }
 
     fn drop(&mut self, r: Resource<pci::Device>) -> wasmtime::Result<()> {

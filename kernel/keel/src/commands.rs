@@ -52,6 +52,16 @@ pub static COMMANDS: &[Command] = &[
         run: lspci,
     },
     Command {
+        name: "ifconfig",
+        usage: "ifconfig - the network interface: address, link, packets and errors",
+        run: crate::net::ifconfig,
+    },
+    Command {
+        name: "ping",
+        usage: "ping <a.b.c.d> [count] - ICMP echo requests",
+        run: crate::net::ping,
+    },
+    Command {
         name: "drivers",
         usage: "drivers [-v] - WASI-dd driver instances: device, driver, state, interrupts (-v: their log)",
         run: crate::drivers::list,

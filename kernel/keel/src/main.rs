@@ -13,6 +13,7 @@ mod boot;
 mod commands;
 mod drivers;
 mod files;
+mod net;
 mod programs;
 mod selftest;
 mod tty;

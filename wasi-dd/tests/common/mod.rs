@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod e1000;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 

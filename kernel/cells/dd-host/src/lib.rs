@@ -7,6 +7,7 @@ extern crate alloc;
 
 pub mod interrupts;
 pub mod manager;
+pub mod nic;
 pub mod platform;
 
 pub use manager::{

@@ -314,6 +314,7 @@ pub fn bind_all(
                     config,
                     image: &image,
                     component: &component,
+                    record: Some(record_index),
                 };
                 let state = instance
                     .run(function, scenario, interrupts, log)
@@ -364,6 +365,7 @@ pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<
                 config,
                 image: &image,
                 component: &component,
+                record: None,
             };
             instance.run(
                 function,
@@ -398,6 +400,8 @@ struct Instance<'a> {
     config: &'static dyn ConfigSpace,
     image: &'a DriverImage,
     component: &'a Component,
+    /// The `drivers` record to update when a serving driver is up.
+    record: Option<usize>,
 }
 
 impl Instance<'_> {
@@ -411,6 +415,7 @@ impl Instance<'_> {
     ) -> Result<DriverState, String> {
         let (engine, component, image) = (self.engine, self.component, self.image);
         let name = &image.manifest.name;
+        let slot = interrupts.clone();
         let platform = KeelPlatform::for_function(self.config, name, &function, interrupts, log)
             .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
         let host = DriverHost::new(Arc::new(platform), function).with_name(name);
@@ -439,8 +444,19 @@ impl Instance<'_> {
                     Err(trap) => Ok(DriverState::Failed(format!("trapped: {trap:#}"))),
                 }
             }
-            DriverWorld::Nic | DriverWorld::Block => Err(String::from(
-                "no consumer for this world in Keel yet (network stack and block layer come next)",
+            DriverWorld::Nic => {
+                let driver = wasi_dd::NicDriver::instantiate(&mut store, component, &linker)
+                    .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+                let record = self.record;
+                crate::nic::serve(&mut store, &driver, &slot, || {
+                    if let Some(record) = record {
+                        set_state(record, DriverState::Running);
+                    }
+                })
+                .map(DriverState::Finished)
+            }
+            DriverWorld::Block => Err(String::from(
+                "no consumer for this world in Keel yet (the block layer comes next)",
             )),
         }
     }

@@ -58,6 +58,17 @@ impl InterruptSlot {
     pub fn count(&self) -> u64 {
         self.0.get().map_or(0, |line| line.count())
     }
+
+    /// Waits for the driver's interrupt (or just `timeout_ns` if it has none yet).
+    pub fn wait(&self, timeout_ns: u64) -> bool {
+        match self.0.get() {
+            Some(line) => line.wait(timeout_ns),
+            None => {
+                keel_task::sleep(core::time::Duration::from_nanos(timeout_ns));
+                false
+            }
+        }
+    }
 }
 
 impl KeelPlatform {

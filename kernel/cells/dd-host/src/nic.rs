@@ -1,0 +1,160 @@
+//! A NIC driver instance serving Keel's network stack: frames move between the driver's rings
+//! and [`keel_net::Stack`] as DMA buffer handles, which the host fills and empties; the driver
+//! only writes descriptors.
+
+use crate::platform::{InterruptSlot, KeelPlatform};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use keel_net::Stack;
+use keel_task::Mutex;
+use wasi_dd::DriverHost;
+use wasi_dd::NicDriver;
+use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
+use wasi_dd::bindings::nic_driver::exports::wasi_dd::dd::nic::TxFrame;
+use wasmtime::Store;
+use wasmtime::component::Resource;
+
+/// The network interface, once a NIC driver is up (Keel has one).
+pub static NETWORK: Mutex<Option<Stack>> = Mutex::new(None);
+
+/// Receive buffers the host keeps in the driver's ring (a ring of 32 descriptors holds 31).
+const RX_BUFFERS: usize = 31;
+/// Size of every frame buffer: a full Ethernet frame fits.
+const FRAME_BUFFER: u64 = 2048;
+/// Longest the loop sleeps when nothing happens, so timers and sockets are served.
+const IDLE_NS: u64 = 10_000_000;
+
+fn call_error(what: &str, e: wasmtime::Error) -> String {
+    format!("{what}: {e:#}")
+}
+
+/// Initializes the NIC and serves the network stack until the driver fails or traps.
+pub(crate) fn serve(
+    store: &mut Store<DriverHost<KeelPlatform>>,
+    driver: &NicDriver,
+    interrupts: &InterruptSlot,
+    running: impl FnOnce(),
+) -> Result<String, String> {
+    let nic = driver.wasi_dd_dd_nic();
+    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
+    let mac = nic
+        .call_init(&mut *store, device)
+        .map_err(|e| call_error("init", e))?
+        .map_err(|code| format!("init: {}", code.name()))?;
+    let mac: [u8; 6] = mac
+        .try_into()
+        .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))?;
+    *NETWORK.lock() = Some(Stack::new(mac, keel_time::now_ns()));
+    running();
+    let mut spare: Vec<Resource<DmaBuffer>> = Vec::new();
+    for _ in 0..RX_BUFFERS {
+        spare.push(
+            store
+                .data_mut()
+                .allocate_buffer(FRAME_BUFFER)
+                .map_err(|code| format!("receive buffers: {}", code.name()))?,
+        );
+    }
+    nic.call_supply_rx(&mut *store, &spare)
+        .map_err(|e| call_error("supply-rx", e))?
+        .map_err(|code| format!("supply-rx: {}", code.name()))?;
+    let mut tx_pool: Vec<Resource<DmaBuffer>> = Vec::new();
+    let result = loop {
+        if let Err(why) = serve_once(store, driver, interrupts, &mut tx_pool) {
+            break why;
+        }
+    };
+    if let Some(stack) = NETWORK.lock().as_mut() {
+        stack.set_link(false);
+    }
+    Err(result)
+}
+
+/// One round: interrupt, received frames, link state, the stack, frames to send, then a wait
+/// for the interrupt or the stack's next timer.
+fn serve_once(
+    store: &mut Store<DriverHost<KeelPlatform>>,
+    driver: &NicDriver,
+    interrupts: &InterruptSlot,
+    tx_pool: &mut Vec<Resource<DmaBuffer>>,
+) -> Result<(), String> {
+    let nic = driver.wasi_dd_dd_nic();
+    nic.call_handle_interrupt(&mut *store)
+        .map_err(|e| call_error("handle-interrupt", e))?;
+    let received = nic
+        .call_receive(&mut *store, 64)
+        .map_err(|e| call_error("receive", e))?;
+    let mut frames = Vec::with_capacity(received.len());
+    let mut recycled = Vec::with_capacity(received.len());
+    for frame in received {
+        let mut bytes = vec![0; frame.length as usize];
+        if store
+            .data_mut()
+            .read_buffer(&frame.buffer, 0, &mut bytes)
+            .is_ok()
+        {
+            frames.push(bytes);
+        }
+        recycled.push(frame.buffer);
+    }
+    if !recycled.is_empty() {
+        nic.call_supply_rx(&mut *store, &recycled)
+            .map_err(|e| call_error("supply-rx", e))?
+            .map_err(|code| format!("supply-rx: {}", code.name()))?;
+    }
+    let link = nic
+        .call_link(&mut *store)
+        .map_err(|e| call_error("link", e))?;
+    let (outgoing, delay) = {
+        let mut network = NETWORK.lock();
+        let stack = network.as_mut().ok_or("the network stack is gone")?;
+        stack.set_link(link.up);
+        for frame in frames {
+            stack.receive_frame(frame);
+        }
+        let delay = stack.poll(keel_time::now_ns());
+        (stack.take_frames(32), delay)
+    };
+    tx_pool.extend(
+        nic.call_reclaim(&mut *store)
+            .map_err(|e| call_error("reclaim", e))?,
+    );
+    if !outgoing.is_empty() {
+        let mut batch = Vec::with_capacity(outgoing.len());
+        let mut lengths = Vec::with_capacity(outgoing.len());
+        for frame in &outgoing {
+            let buffer = match tx_pool.pop() {
+                Some(buffer) => buffer,
+                None => store
+                    .data_mut()
+                    .allocate_buffer(FRAME_BUFFER)
+                    .map_err(|code| format!("transmit buffers: {}", code.name()))?,
+            };
+            store
+                .data_mut()
+                .write_buffer(&buffer, 0, frame)
+                .map_err(|code| format!("filling a frame: {}", code.name()))?;
+            lengths.push(frame.len() as u64);
+            batch.push(TxFrame {
+                buffer,
+                length: frame.len() as u32,
+            });
+        }
+        let taken = match nic.call_transmit(&mut *store, &batch) {
+            Ok(Ok(taken)) => taken as usize,
+            Ok(Err(_)) => 0,
+            Err(e) => return Err(call_error("transmit", e)),
+        };
+        let bytes: u64 = lengths.iter().take(taken).sum();
+        if let Some(stack) = NETWORK.lock().as_mut() {
+            stack.count_sent(taken as u64, bytes, (outgoing.len() - taken) as u64);
+        }
+    }
+    let wait = delay.unwrap_or(IDLE_NS).min(IDLE_NS);
+    if wait > 0 {
+        interrupts.wait(wait);
+    }
+    Ok(())
+}

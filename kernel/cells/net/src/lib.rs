@@ -1,0 +1,390 @@
+//! Keel's network stack: smoltcp over a queue of Ethernet frames. The NIC's driver instance
+//! (a WebAssembly component, see `keel-dd-host`) moves frames between the device and the queues;
+//! [`Stack::poll`] runs smoltcp between them. DHCP configures the interface.
+//!
+//! This crate holds no lock and knows no task: the kernel keeps the one [`Stack`] behind a
+//! mutex and decides who polls it. That keeps it testable on the host, frame by frame.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, icmp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+    Ipv4Cidr,
+};
+
+pub use smoltcp::iface::SocketHandle;
+pub use smoltcp::wire::Ipv4Address as Ipv4;
+
+/// Largest Ethernet frame the stack sends (without the FCS, which the NIC adds).
+pub const MAX_FRAME: usize = 1514;
+/// Frames queued towards the driver before the stack stops producing more.
+const TX_QUEUE: usize = 64;
+
+/// Counters for `ifconfig`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Statistics {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the driver refused or could not take (ring full, device error).
+    pub tx_errors: u64,
+    /// Frames dropped on receive (too large, or the queue was full).
+    pub rx_errors: u64,
+}
+
+/// The two frame queues smoltcp reads and writes.
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    statistics: Statistics,
+}
+
+struct Received(Vec<u8>);
+struct Sending<'a>(&'a mut Queues);
+
+impl RxToken for Received {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Sending<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let result = f(&mut frame);
+        self.0.tx.push_back(frame);
+        result
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Received;
+    type TxToken<'a> = Sending<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Received, Sending<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((Received(frame), Sending(self)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Sending<'_>> {
+        (self.tx.len() < TX_QUEUE).then_some(Sending(self))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME;
+        caps.max_burst_size = Some(32);
+        caps
+    }
+}
+
+/// The interface's IPv4 configuration, once DHCP gave one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Config {
+    pub address: Ipv4Cidr,
+    pub router: Option<Ipv4Address>,
+}
+
+/// One network interface with its sockets.
+pub struct Stack {
+    mac: [u8; 6],
+    link_up: bool,
+    queues: Queues,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dhcp: SocketHandle,
+    dhcp_enabled: bool,
+    ipv4: Option<Ipv4Config>,
+}
+
+/// Why `ping` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingError {
+    NoAddress,
+    SendFailed,
+}
+
+fn instant(now_ns: u64) -> Instant {
+    Instant::from_micros((now_ns / 1000) as i64)
+}
+
+impl Stack {
+    /// An interface with hardware address `mac`, asking DHCP for its address.
+    pub fn new(mac: [u8; 6], now_ns: u64) -> Self {
+        let mut queues = Queues {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            statistics: Statistics::default(),
+        };
+        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        let iface = Interface::new(config, &mut queues, instant(now_ns));
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = sockets.add(dhcpv4::Socket::new());
+        Self {
+            mac,
+            link_up: true,
+            queues,
+            iface,
+            sockets,
+            dhcp,
+            dhcp_enabled: true,
+            ipv4: None,
+        }
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    pub fn set_link(&mut self, up: bool) {
+        if self.link_up != up && up && self.dhcp_enabled {
+            // A new link may be a new network: ask for an address again.
+            self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).reset();
+        }
+        self.link_up = up;
+    }
+
+    pub fn ipv4(&self) -> Option<Ipv4Config> {
+        self.ipv4
+    }
+
+    pub fn statistics(&self) -> Statistics {
+        self.queues.statistics
+    }
+
+    /// A frame the NIC received.
+    pub fn receive_frame(&mut self, frame: Vec<u8>) {
+        if frame.len() > MAX_FRAME + 4 || self.queues.rx.len() >= 256 {
+            self.queues.statistics.rx_errors += 1;
+            return;
+        }
+        self.queues.statistics.rx_packets += 1;
+        self.queues.statistics.rx_bytes += frame.len() as u64;
+        self.queues.rx.push_back(frame);
+    }
+
+    /// Frames to hand to the NIC, oldest first.
+    pub fn take_frames(&mut self, max: usize) -> Vec<Vec<u8>> {
+        let count = max.min(self.queues.tx.len());
+        self.queues.tx.drain(..count).collect()
+    }
+
+    /// The NIC sent `frames` frames of `bytes` bytes, and could not take `failed` more.
+    pub fn count_sent(&mut self, frames: u64, bytes: u64, failed: u64) {
+        let statistics = &mut self.queues.statistics;
+        statistics.tx_packets += frames;
+        statistics.tx_bytes += bytes;
+        statistics.tx_errors += failed;
+    }
+
+    /// Runs the stack: received frames in, timers, frames to send out. Returns how long it may
+    /// sleep before it must run again (without new frames).
+    pub fn poll(&mut self, now_ns: u64) -> Option<u64> {
+        let now = instant(now_ns);
+        self.iface.poll(now, &mut self.queues, &mut self.sockets);
+        self.handle_dhcp();
+        self.iface
+            .poll_delay(now, &self.sockets)
+            .map(|delay| delay.total_micros() * 1000)
+    }
+
+    fn handle_dhcp(&mut self) {
+        if !self.dhcp_enabled {
+            return;
+        }
+        match self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll() {
+            Some(dhcpv4::Event::Configured(config)) => {
+                let address = config.address;
+                self.iface.update_ip_addrs(|addrs| {
+                    addrs.clear();
+                    let _ = addrs.push(IpCidr::Ipv4(address));
+                });
+                match config.router {
+                    Some(router) => {
+                        let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+                    }
+                    None => {
+                        self.iface.routes_mut().remove_default_ipv4_route();
+                    }
+                }
+                self.ipv4 = Some(Ipv4Config {
+                    address,
+                    router: config.router,
+                });
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                self.iface.update_ip_addrs(|addrs| addrs.clear());
+                self.iface.routes_mut().remove_default_ipv4_route();
+                self.ipv4 = None;
+            }
+            None => {}
+        }
+    }
+
+    /// Sets a fixed address instead of DHCP's (DHCP stops asking).
+    pub fn configure_static(&mut self, address: Ipv4Cidr, router: Option<Ipv4Address>) {
+        if self.dhcp_enabled {
+            self.sockets.remove(self.dhcp);
+            self.dhcp_enabled = false;
+        }
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            let _ = addrs.push(IpCidr::Ipv4(address));
+        });
+        if let Some(router) = router {
+            let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+        }
+        self.ipv4 = Some(Ipv4Config { address, router });
+    }
+
+    /// Opens an ICMP echo endpoint with identifier `ident`; returns its handle.
+    pub fn open_ping(&mut self, ident: u16) -> SocketHandle {
+        let buffer =
+            || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 2048]);
+        let mut socket = icmp::Socket::new(buffer(), buffer());
+        let _ = socket.bind(icmp::Endpoint::Ident(ident));
+        self.sockets.add(socket)
+    }
+
+    pub fn close(&mut self, handle: SocketHandle) {
+        self.sockets.remove(handle);
+    }
+
+    /// Queues an echo request with `sequence` to `target` on the ping endpoint `handle`.
+    pub fn send_ping(
+        &mut self,
+        handle: SocketHandle,
+        ident: u16,
+        sequence: u16,
+        target: Ipv4Address,
+        payload: &[u8],
+    ) -> Result<(), PingError> {
+        if self.ipv4.is_none() {
+            return Err(PingError::NoAddress);
+        }
+        let repr = Icmpv4Repr::EchoRequest {
+            ident,
+            seq_no: sequence,
+            data: payload,
+        };
+        let socket = self.sockets.get_mut::<icmp::Socket>(handle);
+        let buffer = socket
+            .send(repr.buffer_len(), IpAddress::Ipv4(target))
+            .map_err(|_| PingError::SendFailed)?;
+        let mut packet = Icmpv4Packet::new_unchecked(buffer);
+        repr.emit(&mut packet, &smoltcp::phy::ChecksumCapabilities::default());
+        Ok(())
+    }
+
+    /// The sequence number of an echo reply that arrived on `handle`, if any.
+    pub fn ping_reply(&mut self, handle: SocketHandle, ident: u16) -> Option<(u16, Ipv4Address)> {
+        let socket = self.sockets.get_mut::<icmp::Socket>(handle);
+        while socket.can_recv() {
+            let (payload, from) = socket.recv().ok()?;
+            let IpAddress::Ipv4(from) = from;
+            let packet = Icmpv4Packet::new_checked(payload).ok()?;
+            let repr =
+                Icmpv4Repr::parse(&packet, &smoltcp::phy::ChecksumCapabilities::default()).ok()?;
+            if let Icmpv4Repr::EchoReply {
+                ident: reply_ident,
+                seq_no,
+                ..
+            } = repr
+                && reply_ident == ident
+            {
+                return Some((seq_no, from));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
+
+    /// Moves every queued frame from one stack to the other, both ways, and polls both.
+    fn exchange(a: &mut Stack, b: &mut Stack, now_ns: u64) {
+        for _ in 0..8 {
+            a.poll(now_ns);
+            b.poll(now_ns);
+            for frame in a.take_frames(64) {
+                b.receive_frame(frame);
+            }
+            for frame in b.take_frames(64) {
+                a.receive_frame(frame);
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_interface_asks_dhcp_for_an_address() {
+        let mut stack = Stack::new(MAC_A, 0);
+        stack.poll(0);
+        let frames = stack.take_frames(8);
+        assert_eq!(frames.len(), 1, "one DHCPDISCOVER");
+        let frame = &frames[0];
+        assert_eq!(&frame[0..6], &[0xff; 6], "broadcast");
+        assert_eq!(&frame[6..12], &MAC_A);
+        assert_eq!(&frame[12..14], &[0x08, 0x00], "IPv4");
+        assert_eq!(frame[23], 17, "UDP");
+        assert_eq!(&frame[34..38], &[0, 68, 0, 67], "port 68 to 67");
+        assert!(stack.ipv4().is_none());
+    }
+
+    #[test]
+    fn ping_between_two_stacks_and_statistics() {
+        let mut a = Stack::new(MAC_A, 0);
+        let mut b = Stack::new(MAC_B, 0);
+        let net = |last| Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, last), 24);
+        a.configure_static(net(1), None);
+        b.configure_static(net(2), None);
+        let ping = a.open_ping(0x4b45);
+        assert_eq!(a.ping_reply(ping, 0x4b45), None);
+        a.send_ping(ping, 0x4b45, 7, Ipv4Address::new(10, 0, 0, 2), b"keel")
+            .unwrap();
+        exchange(&mut a, &mut b, 1_000_000);
+        assert_eq!(
+            a.ping_reply(ping, 0x4b45),
+            Some((7, Ipv4Address::new(10, 0, 0, 2)))
+        );
+        // ARP request and reply, echo request and reply.
+        let sa = a.statistics();
+        assert_eq!((sa.rx_packets, sa.rx_errors), (2, 0));
+        assert!(sa.rx_bytes >= 2 * 42);
+        a.count_sent(2, 140, 1);
+        let sa = a.statistics();
+        assert_eq!((sa.tx_packets, sa.tx_bytes, sa.tx_errors), (2, 140, 1));
+    }
+
+    #[test]
+    fn no_ping_without_an_address_and_oversized_frames_are_errors() {
+        let mut stack = Stack::new(MAC_A, 0);
+        let ping = stack.open_ping(1);
+        assert_eq!(
+            stack.send_ping(ping, 1, 1, Ipv4Address::new(10, 0, 2, 2), b""),
+            Err(PingError::NoAddress)
+        );
+        stack.receive_frame(vec![0; 4000]);
+        assert_eq!(stack.statistics().rx_errors, 1);
+        assert_eq!(stack.statistics().rx_packets, 0);
+    }
+}
