@@ -43,6 +43,8 @@ pub struct Vm {
     _watchdog: mpsc::Sender<()>,
     /// Set once an error carrying the transcript was returned, so Drop does not print it again.
     transcript_reported: bool,
+    /// The 127.0.0.1 port QEMU forwards to the guest's port 80 (0 if unknown).
+    host_port: u16,
 }
 
 impl Vm {
@@ -53,7 +55,14 @@ impl Vm {
             "no kernel image at {}: run `make image` first",
             config.iso.display()
         );
-        Self::spawn(config.command(), max_runtime)
+        let mut vm = Self::spawn(config.command(), max_runtime)?;
+        vm.host_port = config.host_port;
+        Ok(vm)
+    }
+
+    /// The 127.0.0.1 port that reaches the guest's TCP port 80.
+    pub fn host_port(&self) -> u16 {
+        self.host_port
     }
 
     /// Boots the test image (`$KEEL_ISO`, else `target/keel/keel.iso`) with `$KEEL_MEM` (default
@@ -115,6 +124,7 @@ impl Vm {
             started,
             _watchdog: watchdog,
             transcript_reported: false,
+            host_port: 0,
         })
     }
 

@@ -777,3 +777,52 @@ fn e1000_driver_gets_a_dhcp_lease_and_pings_the_gateway() {
         Ok(())
     });
 }
+
+/// Ending the NIC driver (as a trap would) takes the network down and nothing else: the
+/// instance is reported failed, the interface says link down, the shell goes on.
+#[test]
+fn a_dead_nic_driver_takes_down_only_the_network() {
+    with_vm(|vm, _| {
+        let drivers = vm.command("drivers")?;
+        let task: u64 = drivers
+            .lines()
+            .find(|l| l.contains(" e1000 "))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .with_context(|| format!("no e1000 row: {drivers:?}"))?
+            .parse()
+            .context("task id")?;
+        let out = vm.command(&format!("kill {task}"))?;
+        ensure!(
+            out.contains(&format!("killed task {task}")),
+            "kill: {out:?}"
+        );
+        let mut row = String::new();
+        for _ in 0..40 {
+            let drivers = vm.command("drivers")?;
+            row = drivers
+                .lines()
+                .find(|l| l.contains(" e1000 "))
+                .unwrap_or_default()
+                .to_string();
+            if row.contains(" failed ") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        ensure!(
+            row.contains(" failed "),
+            "the driver is not reported failed: {row:?}"
+        );
+        let ifconfig = vm.command("ifconfig")?;
+        ensure!(ifconfig.contains("link down"), "ifconfig: {ifconfig:?}");
+        let up = vm.command("uptime")?;
+        ensure!(up.starts_with("up "), "shell: {up:?}");
+        let edu = vm.command("drivers")?;
+        ensure!(
+            edu.lines()
+                .any(|l| l.contains("test-edu") && l.contains(" finished ")),
+            "the other driver is untouched: {edu:?}"
+        );
+        Ok(())
+    });
+}

@@ -108,7 +108,13 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
     } else {
         args
     };
-    run_with_directories(name, args, background, alloc::vec![String::from("/")])
+    run_with_directories(
+        name,
+        args,
+        background,
+        alloc::vec![String::from("/")],
+        Vec::new(),
+    )
 }
 
 fn run_with_directories(
@@ -116,6 +122,7 @@ fn run_with_directories(
     args: &[String],
     background: bool,
     preopens: Vec<String>,
+    listen: Vec<u16>,
 ) -> Result<(), String> {
     let program = program(name)?;
     let mut argv = Vec::with_capacity(args.len() + 1);
@@ -129,6 +136,12 @@ fn run_with_directories(
             let directories = keel_wasm::Directories {
                 vfs: crate::files::vfs(),
                 preopens,
+                listen,
+                network: Some(keel_wasm::NetworkAccess {
+                    stack: &keel_dd_host::nic::NETWORK,
+                    activity: &keel_dd_host::nic::ACTIVITY,
+                    kick: keel_dd_host::nic::kick,
+                }),
             };
             let outcome = keel_wasm::run(
                 &program,
@@ -159,20 +172,30 @@ fn run_with_directories(
     Ok(())
 }
 
-/// `run [--dir=PATH]... <program> [args...] [&]`: each `--dir` gives the program that directory
-/// (and what is below it); without any, it gets `/`.
+/// `run [--dir=PATH]... [--listen=PORT]... <program> [args...] [&]`: each `--dir` gives the
+/// program that directory (and what is below it; without any, it gets `/`); each `--listen`
+/// gives it a listening TCP socket on that port (the first one's descriptor is in `LISTEN_FD`).
 pub fn run(args: &[String]) -> Result<(), String> {
-    const USAGE: &str = "usage: run [--dir=PATH]... <program> [args...] [&]";
+    const USAGE: &str = "usage: run [--dir=PATH]... [--listen=PORT]... <program> [args...] [&]";
     let mut preopens = Vec::new();
+    let mut listen = Vec::new();
     let mut rest = args;
     while let Some((first, tail)) = rest.split_first() {
-        let Some(path) = first.strip_prefix("--dir=") else {
+        if let Some(path) = first.strip_prefix("--dir=") {
+            if !path.starts_with('/') {
+                return Err(format!("--dir needs an absolute path, not '{path}'"));
+            }
+            preopens.push(String::from(path));
+        } else if let Some(port) = first.strip_prefix("--listen=") {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("--listen needs a port from 1 to 65535, not '{port}'"))?;
+            listen.push(port);
+        } else {
             break;
-        };
-        if !path.starts_with('/') {
-            return Err(format!("--dir needs an absolute path, not '{path}'"));
         }
-        preopens.push(String::from(path));
         rest = tail;
     }
     let (name, rest) = rest.split_first().ok_or(USAGE)?;
@@ -186,7 +209,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         rest
     };
-    run_with_directories(name, rest, background, preopens)
+    run_with_directories(name, rest, background, preopens, listen)
 }
 
 /// `apps`: the programs in the boot image.

@@ -16,6 +16,8 @@ pub struct LineState {
     fired: AtomicU64,
     consumed: AtomicU64,
     masked_by_driver: AtomicBool,
+    /// Set by [`LineState::poke`]: the next wait returns at once.
+    poked: AtomicBool,
     waiters: WaitQueue,
 }
 
@@ -27,6 +29,7 @@ impl LineState {
             fired: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
             masked_by_driver: AtomicBool::new(false),
+            poked: AtomicBool::new(false),
             waiters: WaitQueue::new(),
         }
     }
@@ -35,10 +38,20 @@ impl LineState {
         self.fired.load(Ordering::Acquire)
     }
 
-    /// Waits until the line fired since the last successful wait, or `timeout_ns` passed.
+    /// Wakes the waiter without an interrupt (the host has work for the driver's loop).
+    pub fn poke(&self) {
+        self.poked.store(true, Ordering::Release);
+        self.waiters.notify_all();
+    }
+
+    /// Waits until the line fired since the last successful wait, or `timeout_ns` passed, or
+    /// someone poked it.
     pub fn wait(&self, timeout_ns: u64) -> bool {
         let deadline = keel_time::now_ns().saturating_add(timeout_ns);
         loop {
+            if self.poked.swap(false, Ordering::AcqRel) {
+                return false;
+            }
             let fired = self.fired.load(Ordering::Acquire);
             let consumed = self.consumed.load(Ordering::Acquire);
             if fired != consumed {

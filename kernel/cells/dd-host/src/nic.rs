@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use keel_net::Stack;
-use keel_task::Mutex;
+use keel_task::{Mutex, WaitQueue};
 use wasi_dd::DriverHost;
 use wasi_dd::NicDriver;
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
@@ -18,6 +18,19 @@ use wasmtime::component::Resource;
 
 /// The network interface, once a NIC driver is up (Keel has one).
 pub static NETWORK: Mutex<Option<Stack>> = Mutex::new(None);
+
+/// Notified after every round of the NIC loop: programs waiting on sockets look again.
+pub static ACTIVITY: WaitQueue = WaitQueue::new();
+
+/// The NIC driver's interrupt slot, so that [`kick`] can wake its loop.
+static NIC_INTERRUPT: spin::Once<alloc::sync::Arc<InterruptSlot>> = spin::Once::new();
+
+/// Asks the NIC loop for a round now: a program queued data to send.
+pub fn kick() {
+    if let Some(slot) = NIC_INTERRUPT.get() {
+        slot.poke();
+    }
+}
 
 /// Receive buffers the host keeps in the driver's ring (a ring of 32 descriptors holds 31).
 const RX_BUFFERS: usize = 31;
@@ -34,9 +47,10 @@ fn call_error(what: &str, e: wasmtime::Error) -> String {
 pub(crate) fn serve(
     store: &mut Store<DriverHost<KeelPlatform>>,
     driver: &NicDriver,
-    interrupts: &InterruptSlot,
+    interrupts: &alloc::sync::Arc<InterruptSlot>,
     running: impl FnOnce(),
 ) -> Result<String, String> {
+    NIC_INTERRUPT.call_once(|| interrupts.clone());
     let nic = driver.wasi_dd_dd_nic();
     let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
     let mac = nic
@@ -152,6 +166,7 @@ fn serve_once(
             stack.count_sent(taken as u64, bytes, (outgoing.len() - taken) as u64);
         }
     }
+    ACTIVITY.notify_all();
     let wait = delay.unwrap_or(IDLE_NS).min(IDLE_NS);
     if wait > 0 {
         interrupts.wait(wait);

@@ -59,6 +59,13 @@ impl InterruptSlot {
         self.0.get().map_or(0, |line| line.count())
     }
 
+    /// Wakes a waiter of [`InterruptSlot::wait`] as if the interrupt fired.
+    pub fn poke(&self) {
+        if let Some(line) = self.0.get() {
+            line.poke();
+        }
+    }
+
     /// Waits for the driver's interrupt (or just `timeout_ns` if it has none yet).
     pub fn wait(&self, timeout_ns: u64) -> bool {
         match self.0.get() {

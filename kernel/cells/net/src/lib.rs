@@ -14,7 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{dhcpv4, icmp};
+use smoltcp::socket::{dhcpv4, icmp, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
@@ -106,7 +106,38 @@ pub struct Stack {
     dhcp: SocketHandle,
     dhcp_enabled: bool,
     ipv4: Option<Ipv4Config>,
+    listeners: Vec<Option<Listener>>,
+    /// Connections the program closed: kept until their FIN exchange is over.
+    closing: Vec<SocketHandle>,
 }
+
+/// A listening TCP port: a pool of sockets in LISTEN state, one of which becomes each incoming
+/// connection (smoltcp has no accept queue; the pool is the backlog).
+struct Listener {
+    port: u16,
+    pool: Vec<SocketHandle>,
+}
+
+/// Identifies a listening port of a [`Stack`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListenerId(usize);
+
+/// Why a TCP call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpError {
+    /// Nothing to do now (no connection to accept, no data, no room to send).
+    WouldBlock,
+    /// The port is in use, or 0.
+    AddressInUse,
+    /// The connection is closed or reset.
+    NotConnected,
+    /// The handle names nothing.
+    BadHandle,
+}
+
+/// Receive and send buffer sizes of every TCP connection.
+const TCP_RX_BUFFER: usize = 32 * 1024;
+const TCP_TX_BUFFER: usize = 32 * 1024;
 
 /// Why `ping` failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +171,8 @@ impl Stack {
             dhcp,
             dhcp_enabled: true,
             ipv4: None,
+            listeners: Vec::new(),
+            closing: Vec::new(),
         }
     }
 
@@ -192,12 +225,159 @@ impl Stack {
         statistics.tx_errors += failed;
     }
 
+    fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, TcpError> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_RX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_TX_BUFFER]),
+        );
+        socket.listen(port).map_err(|_| TcpError::AddressInUse)?;
+        Ok(self.sockets.add(socket))
+    }
+
+    /// Listens on TCP `port` with room for `backlog` connections not yet accepted.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<ListenerId, TcpError> {
+        let taken = self.listeners.iter().flatten().any(|l| l.port == port);
+        if port == 0 || taken {
+            return Err(TcpError::AddressInUse);
+        }
+        let mut pool = Vec::new();
+        for _ in 0..backlog.max(1) {
+            pool.push(self.listening_socket(port)?);
+        }
+        self.listeners.push(Some(Listener { port, pool }));
+        Ok(ListenerId(self.listeners.len() - 1))
+    }
+
+    /// A connection that arrived on `listener`, if any; its pool gets a fresh listening socket.
+    pub fn accept(&mut self, listener: ListenerId) -> Result<SocketHandle, TcpError> {
+        let port = self.listener(listener)?.port;
+        let sockets = &self.sockets;
+        let pool = &self.listener(listener)?.pool;
+        let ready = pool.iter().position(|&handle| {
+            let socket = sockets.get::<tcp::Socket>(handle);
+            !matches!(
+                socket.state(),
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+            )
+        });
+        let Some(index) = ready else {
+            return Err(TcpError::WouldBlock);
+        };
+        let fresh = self.listening_socket(port)?;
+        let pool = &mut self.listener_mut(listener)?.pool;
+        let connection = pool.swap_remove(index);
+        pool.push(fresh);
+        Ok(connection)
+    }
+
+    /// Whether `accept` would return a connection now.
+    pub fn can_accept(&self, listener: ListenerId) -> bool {
+        self.listener(listener).is_ok_and(|l| {
+            l.pool.iter().any(|&handle| {
+                !matches!(
+                    self.sockets.get::<tcp::Socket>(handle).state(),
+                    tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+                )
+            })
+        })
+    }
+
+    /// Stops listening: connections not yet accepted are reset.
+    pub fn unlisten(&mut self, listener: ListenerId) {
+        if let Some(slot) = self.listeners.get_mut(listener.0)
+            && let Some(l) = slot.take()
+        {
+            for handle in l.pool {
+                self.sockets.remove(handle);
+            }
+        }
+    }
+
+    fn listener(&self, id: ListenerId) -> Result<&Listener, TcpError> {
+        self.listeners
+            .get(id.0)
+            .and_then(Option::as_ref)
+            .ok_or(TcpError::BadHandle)
+    }
+
+    fn listener_mut(&mut self, id: ListenerId) -> Result<&mut Listener, TcpError> {
+        self.listeners
+            .get_mut(id.0)
+            .and_then(Option::as_mut)
+            .ok_or(TcpError::BadHandle)
+    }
+
+    /// Reads what arrived on a connection: `Ok(0)` at the end of the stream.
+    pub fn tcp_recv(&mut self, handle: SocketHandle, out: &mut [u8]) -> Result<usize, TcpError> {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        match socket.recv_slice(out) {
+            Ok(0) if out.is_empty() => Ok(0),
+            Ok(0) if socket.may_recv() => Err(TcpError::WouldBlock),
+            Ok(0) => Ok(0),
+            Ok(n) => Ok(n),
+            Err(tcp::RecvError::Finished) => Ok(0),
+            Err(tcp::RecvError::InvalidState) => Err(TcpError::NotConnected),
+        }
+    }
+
+    /// Queues bytes to send on a connection; how many fit.
+    pub fn tcp_send(&mut self, handle: SocketHandle, data: &[u8]) -> Result<usize, TcpError> {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        if !socket.may_send() {
+            return Err(TcpError::NotConnected);
+        }
+        match socket.send_slice(data) {
+            Ok(0) if !data.is_empty() => Err(TcpError::WouldBlock),
+            Ok(n) => Ok(n),
+            Err(_) => Err(TcpError::NotConnected),
+        }
+    }
+
+    /// Whether a read would not block: data, or the end of the stream, or an error.
+    pub fn tcp_readable(&self, handle: SocketHandle) -> bool {
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        socket.can_recv() || !socket.may_recv()
+    }
+
+    /// Whether a send would not block: room in the buffer, or the connection is gone.
+    pub fn tcp_writable(&self, handle: SocketHandle) -> bool {
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        socket.can_send() || !socket.may_send()
+    }
+
+    /// Ends the sending direction (FIN after the queued data).
+    pub fn tcp_shutdown_write(&mut self, handle: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(handle).close();
+    }
+
+    /// Closes a connection: queued data is still sent, then FIN; the socket goes away once
+    /// the exchange is over (or at once if the peer reset it).
+    pub fn tcp_close(&mut self, handle: SocketHandle) {
+        self.sockets.get_mut::<tcp::Socket>(handle).close();
+        self.closing.push(handle);
+    }
+
+    fn reap_closed(&mut self) {
+        let sockets = &mut self.sockets;
+        self.closing.retain(|&handle| {
+            let done = matches!(
+                sockets.get::<tcp::Socket>(handle).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
+            if done {
+                sockets.remove(handle);
+            }
+            !done
+        });
+    }
+
     /// Runs the stack: received frames in, timers, frames to send out. Returns how long it may
     /// sleep before it must run again (without new frames).
     pub fn poll(&mut self, now_ns: u64) -> Option<u64> {
         let now = instant(now_ns);
         self.iface.poll(now, &mut self.queues, &mut self.sockets);
         self.handle_dhcp();
+        self.reap_closed();
         self.iface
             .poll_delay(now, &self.sockets)
             .map(|delay| delay.total_micros() * 1000)
@@ -373,6 +553,66 @@ mod tests {
         a.count_sent(2, 140, 1);
         let sa = a.statistics();
         assert_eq!((sa.tx_packets, sa.tx_bytes, sa.tx_errors), (2, 140, 1));
+    }
+
+    #[test]
+    fn tcp_listen_accept_exchange_and_close() {
+        let mut server = Stack::new(MAC_A, 0);
+        let mut client = Stack::new(MAC_B, 0);
+        let net = |last| Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, last), 24);
+        server.configure_static(net(1), None);
+        client.configure_static(net(2), None);
+        let listener = server.listen(80, 2).unwrap();
+        assert_eq!(server.listen(80, 1), Err(TcpError::AddressInUse));
+        assert_eq!(server.accept(listener), Err(TcpError::WouldBlock));
+        assert!(!server.can_accept(listener));
+
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        let context = client.iface.context();
+        socket
+            .connect(context, (Ipv4Address::new(10, 0, 0, 1), 80), 49152)
+            .unwrap();
+        let outgoing = client.sockets.add(socket);
+        exchange(&mut server, &mut client, 1_000_000);
+        assert!(server.can_accept(listener));
+        let connection = server.accept(listener).unwrap();
+        assert_eq!(
+            server.tcp_recv(connection, &mut [0; 16]),
+            Err(TcpError::WouldBlock)
+        );
+
+        assert_eq!(client.tcp_send(outgoing, b"GET / HTTP/1.1\r\n\r\n"), Ok(18));
+        exchange(&mut server, &mut client, 2_000_000);
+        assert!(server.tcp_readable(connection));
+        let mut request = [0; 64];
+        let n = server.tcp_recv(connection, &mut request).unwrap();
+        assert_eq!(&request[..n], b"GET / HTTP/1.1\r\n\r\n");
+
+        assert!(server.tcp_writable(connection));
+        assert_eq!(server.tcp_send(connection, b"hello"), Ok(5));
+        server.tcp_close(connection);
+        exchange(&mut server, &mut client, 3_000_000);
+        let mut reply = [0; 16];
+        let n = client.tcp_recv(outgoing, &mut reply).unwrap();
+        assert_eq!(&reply[..n], b"hello");
+        assert_eq!(
+            client.tcp_recv(outgoing, &mut reply),
+            Ok(0),
+            "end of stream"
+        );
+        client.tcp_close(outgoing);
+        exchange(&mut server, &mut client, 4_000_000);
+        assert!(
+            server.closing.is_empty(),
+            "the closed connection was reaped"
+        );
+        // The pool still listens: a second connection is accepted too.
+        assert_eq!(server.accept(listener), Err(TcpError::WouldBlock));
+        server.unlisten(listener);
+        assert_eq!(server.accept(listener), Err(TcpError::BadHandle));
     }
 
     #[test]

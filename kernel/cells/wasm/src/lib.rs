@@ -9,6 +9,8 @@ extern crate alloc;
 mod engine;
 mod wasi;
 mod wasi_fs;
+mod wasi_sock;
 
 pub use engine::{LoadError, Program, engine, load};
 pub use wasi::{Directories, ExitStatus, RunError, StdinReader, StdinReady, run};
+pub use wasi_sock::{NetworkAccess, SOCKET_FD_BASE};

@@ -24,6 +24,7 @@ pub(crate) mod errno {
     pub const SUCCESS: i32 = 0;
     pub const BADF: i32 = 8;
     pub const FAULT: i32 = 21;
+    pub const INTR: i32 = 27;
     pub const INVAL: i32 = 28;
     pub const NOSYS: i32 = 52;
     pub const SPIPE: i32 = 70;
@@ -39,6 +40,7 @@ pub struct Ctx {
     env: Vec<String>,
     limits: MemoryAccounting,
     random: ChaCha20Rng,
+    pub(crate) sockets: crate::wasi_sock::Sockets,
 }
 
 /// Enforces the program's memory limit and reports its linear memory size to the task list.
@@ -158,6 +160,14 @@ pub(crate) fn write_u64(caller: &mut Caller<'_, Ctx>, ptr: u32, value: u64) -> b
 }
 
 fn fd_read(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
+    if caller.data().sockets.is_socket(fd) {
+        let result = crate::wasi_sock::read(&mut caller, fd, iovs, iovs_len);
+        return match result {
+            Ok(n) if write_u32(&mut caller, nread as u32, n) => errno::SUCCESS,
+            Ok(_) => errno::FAULT,
+            Err(e) => e,
+        };
+    }
     if fd != 0 {
         let result = crate::wasi_fs::file_read(&mut caller, fd, iovs, iovs_len, None);
         return crate::wasi_fs::reply_count(&mut caller, nread, result);
@@ -268,6 +278,16 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
                 Subscription::Clock { userdata, deadline } if now >= deadline => {
                     ready.push(event(userdata, 0, errno::SUCCESS));
                 }
+                Subscription::Read { userdata, fd } if c.data().sockets.is_socket(fd) => {
+                    if c.data().sockets.readable(fd) {
+                        ready.push(event(userdata, 1, errno::SUCCESS));
+                    }
+                }
+                Subscription::Write { userdata, fd } if c.data().sockets.is_socket(fd) => {
+                    if c.data().sockets.writable(fd) {
+                        ready.push(event(userdata, 2, errno::SUCCESS));
+                    }
+                }
                 Subscription::Read { userdata, fd } => {
                     if fd != 0 || (c.data().stdin_ready)() {
                         let known = fd == 0 || c.data().fds.get(fd as u32).is_ok();
@@ -305,15 +325,36 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
             })
             .min()
             .unwrap_or(u64::MAX);
-        // Sleep until the earliest deadline, but look at standard input every 10 ms.
+        // Sleep until the earliest deadline, but look at standard input every 10 ms, and at
+        // sockets whenever the network moved.
         let wait = next_deadline
             .saturating_sub(now)
             .clamp(1_000_000, 10_000_000);
-        keel_task::sleep(core::time::Duration::from_nanos(wait));
+        let watches_sockets = parsed.iter().any(|s| match *s {
+            Subscription::Read { fd, .. } | Subscription::Write { fd, .. } => {
+                c.data().sockets.is_socket(fd)
+            }
+            Subscription::Clock { .. } => false,
+        });
+        if watches_sockets {
+            c.data()
+                .sockets
+                .wait_activity(core::time::Duration::from_nanos(wait));
+        } else {
+            keel_task::sleep(core::time::Duration::from_nanos(wait));
+        }
     }
 }
 
 fn fd_write(mut caller: Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
+    if caller.data().sockets.is_socket(fd) {
+        let result = crate::wasi_sock::write(&mut caller, fd, iovs, iovs_len);
+        return match result {
+            Ok(n) if write_u32(&mut caller, nwritten as u32, n) => errno::SUCCESS,
+            Ok(_) => errno::FAULT,
+            Err(e) => e,
+        };
+    }
     if fd != 1 && fd != 2 {
         let result = crate::wasi_fs::file_write(&mut caller, fd, iovs, iovs_len, None);
         return crate::wasi_fs::reply_count(&mut caller, nwritten, result);
@@ -504,6 +545,7 @@ fn wasi_linker(engine: &Engine) -> wasmtime::Result<&'static WasiLinker> {
         };
         add_wasi(&mut host)?;
         crate::wasi_fs::add(&mut host)?;
+        crate::wasi_sock::add(&mut host)?;
         Ok(WasiLinker { linker, defined })
     })
 }
@@ -538,6 +580,9 @@ pub const MEMORY_LIMIT: usize = 64 << 20;
 pub struct Directories {
     pub vfs: Arc<Vfs>,
     pub preopens: Vec<String>,
+    /// TCP ports to give the program as listening sockets (`LISTEN_FD` names the first).
+    pub listen: Vec<u16>,
+    pub network: Option<crate::wasi_sock::NetworkAccess>,
 }
 
 pub fn run(
@@ -556,17 +601,25 @@ pub fn run(
         fds.insert(dir)
             .map_err(|e| RunError::Instantiate(format!("{e}")))?;
     }
+    let (sockets, listen_fds) =
+        crate::wasi_sock::Sockets::listen(directories.network, &directories.listen)
+            .map_err(RunError::Instantiate)?;
+    let mut env = alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")];
+    if let Some(fd) = listen_fds.first() {
+        env.push(format!("LISTEN_FD={fd}"));
+    }
     let ctx = Ctx {
         vfs: directories.vfs,
         fds,
         stdin: stdin.0,
         stdin_ready: stdin.1,
         args,
-        env: alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")],
+        env,
         limits: MemoryAccounting {
             limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
         },
         random: program_rng(),
+        sockets,
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|ctx| &mut ctx.limits);

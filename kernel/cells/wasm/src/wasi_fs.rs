@@ -148,13 +148,21 @@ fn fdstat(c: &mut Caller<'_, Ctx>, fd: i32, out: i32) -> Result<(), i32> {
 pub(crate) fn add(host: &mut HostFunctions) -> wasmtime::Result<()> {
     host.wrap(
         "fd_fdstat_get",
-        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| status(fdstat(&mut c, fd, out)),
+        |mut c: Caller<'_, Ctx>, fd: i32, out: i32| {
+            if c.data().sockets.is_socket(fd) {
+                return crate::wasi_sock::fdstat(&mut c, fd, out);
+            }
+            status(fdstat(&mut c, fd, out))
+        },
     )?;
     host.wrap(
         "fd_fdstat_set_flags",
         |mut c: Caller<'_, Ctx>, fd: i32, flags: i32| {
             if is_stdio(fd) {
                 return errno::SUCCESS;
+            }
+            if c.data().sockets.is_socket(fd) {
+                return crate::wasi_sock::set_flags(&mut c, fd, flags);
             }
             let result = (|| {
                 let flags = FdFlags::from_wasi(flags as u16).map_err(code)?;
@@ -203,6 +211,9 @@ pub(crate) fn add(host: &mut HostFunctions) -> wasmtime::Result<()> {
     host.wrap("fd_close", |mut c: Caller<'_, Ctx>, fd: i32| {
         if is_stdio(fd) {
             return errno::SUCCESS;
+        }
+        if c.data().sockets.is_socket(fd) {
+            return crate::wasi_sock::close(&mut c, fd);
         }
         status(c.data_mut().fds.close(fd as u32).map_err(code))
     })?;
