@@ -46,7 +46,7 @@ if [[ "$mode" == native ]]; then
     CXX="${CXX:-c++}"
     cflags=(-std=c11 -O2 -Wall -Wextra)
     c="$apps_dir/c"
-    for app in hello echo cat ls wc cp rm mkdir trap sortbench; do
+    for app in hello echo cat ls wc cp rm mkdir trap sortbench httpd; do
         "$CC" "${cflags[@]}" -o "$bin/$app" "$c/$app.c"
     done
     for app in sha256sum shabench; do
@@ -73,7 +73,7 @@ try {
     process.exitCode = 134;
 }
 EOF
-    for app in hello echo cat ls wc cp rm mkdir trap sortbench sha256sum shabench calc rustinfo; do
+    for app in hello echo cat ls wc cp rm mkdir trap sortbench sha256sum shabench calc rustinfo httpd; do
         if [[ ! -f "$wasm_dir/$app.wasm" ]]; then
             echo "test-native: missing $wasm_dir/$app.wasm (run apps-wasm/build.sh)" >&2
             exit 2
@@ -485,6 +485,30 @@ plain
 random.bin
 short" "$(grep -vxF -e . -e .. <<<"${out%$'\n'}")"
 cd "$work"
+
+# ---- httpd -----------------------------------------------------------------------------------
+
+unset LISTEN_FD
+run httpd
+expect_failure "httpd without LISTEN_FD" 2 "httpd: LISTEN_FD is not set"
+LISTEN_FD=3x run httpd
+expect_failure "httpd with a bad LISTEN_FD" 2 "httpd: invalid LISTEN_FD '3x'"
+LISTEN_FD=0 run httpd </dev/null
+expect_failure "httpd with LISTEN_FD not a socket" 1 "httpd: LISTEN_FD=0: not a socket"
+run httpd a b
+expect_failure "httpd usage" 2 "usage: httpd [DIR]"
+# Over TCP natively only: node:wasi cannot preopen a listening socket (passed as stdin, Node 20
+# crashes on the first connection).
+if [[ "$mode" == native ]]; then
+    if command -v python3 >/dev/null; then
+        httpd_result="$(python3 "$apps_dir/test-httpd.py" "$bin/httpd")" || httpd_result="1 1"
+        read -r httpd_checks httpd_failures <<<"$httpd_result"
+        checks=$((checks + httpd_checks))
+        failures=$((failures + httpd_failures))
+    else
+        echo "note: python3 not found, httpd not checked over TCP" >&2
+    fi
+fi
 
 # ---- trap ------------------------------------------------------------------------------------
 

@@ -363,3 +363,138 @@ fn two_hundred_runs_return_memory_to_its_baseline() {
         Ok(())
     });
 }
+
+/// An HTTP response: status line, headers (lower-cased names), body.
+type Response = (String, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.1 request on a fresh connection to the guest's port 80.
+fn http_get(port: u16, request: &str) -> Result<Response> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("no end of headers in {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, raw[split + 4..].to_vec()))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `httpd` (C, WASI sockets) serves files from Keel's file system to the host through QEMU's
+/// forwarded port: a 10 MiB file arrives intact, HEAD and 404 and 400 are right, and 10
+/// clients at once are all served.
+#[test]
+fn httpd_serves_files_to_the_host() {
+    with_vm(|vm| {
+        let mut ifconfig = String::new();
+        for _ in 0..40 {
+            ifconfig = vm.command("ifconfig")?;
+            if ifconfig.contains("inet 10.0.2.15") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        ensure!(
+            ifconfig.contains("inet 10.0.2.15"),
+            "no address: {ifconfig:?}"
+        );
+        run(vm, "mkdir -p /tmp/www")?;
+        run(vm, "cp /README /tmp/www/index.html")?;
+        let out = run(vm, "mkdata 10 /tmp/www/big.bin")?;
+        ensure!(out.trim().is_empty(), "mkdata: {out:?}");
+        let digest = run(vm, "sha256sum /tmp/www/big.bin")?;
+        let digest = digest
+            .split_whitespace()
+            .next()
+            .context("no digest")?
+            .to_string();
+        let out = run(vm, "run --dir=/tmp/www --listen=80 httpd /tmp/www &")?;
+        ensure!(out.contains("] httpd"), "httpd did not start: {out:?}");
+        let port = vm.host_port();
+
+        let (status, headers, body) = http_get(
+            port,
+            "GET /big.bin HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
+        )?;
+        ensure!(status.starts_with("HTTP/1.1 200"), "status {status:?}");
+        ensure!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-length" && v == "10485760"),
+            "headers {headers:?}"
+        );
+        ensure!(body.len() == 10 << 20, "got {} bytes", body.len());
+        ensure!(
+            sha256_hex(&body) == digest,
+            "the 10 MiB file arrived changed"
+        );
+
+        let (status, headers, body) = http_get(
+            port,
+            "HEAD /index.html HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
+        )?;
+        ensure!(
+            status.starts_with("HTTP/1.1 200") && body.is_empty(),
+            "HEAD: {status:?}"
+        );
+        ensure!(
+            headers.iter().any(|(k, _)| k == "content-length"),
+            "HEAD headers {headers:?}"
+        );
+        let (status, _, _) = http_get(
+            port,
+            "GET /nothing HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
+        )?;
+        ensure!(
+            status.starts_with("HTTP/1.1 404"),
+            "missing file: {status:?}"
+        );
+        let (status, _, _) = http_get(port, "NONSENSE\r\n\r\n")?;
+        ensure!(status.contains(" 400"), "bad request: {status:?}");
+
+        let clients: Vec<_> = (0..10)
+            .map(|_| {
+                std::thread::spawn(move || -> Result<usize> {
+                    let mut served = 0;
+                    for _ in 0..5 {
+                        let (status, _, body) = http_get(
+                            port,
+                            "GET /index.html HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
+                        )?;
+                        ensure!(status.starts_with("HTTP/1.1 200") && !body.is_empty());
+                        served += 1;
+                    }
+                    Ok(served)
+                })
+            })
+            .collect();
+        let mut served = 0;
+        for client in clients {
+            served += client
+                .join()
+                .map_err(|_| anyhow::anyhow!("client panicked"))??;
+        }
+        ensure!(served == 50, "{served} of 50 requests served");
+        // httpd, in the background, logs each request to the console between our commands.
+        let up = vm.command("uptime")?;
+        ensure!(up.lines().any(|l| l.starts_with("up ")), "shell: {up:?}");
+        Ok(())
+    });
+}
