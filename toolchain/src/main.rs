@@ -88,6 +88,7 @@ fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         memory: args.memory.clone(),
         host_port: args.port,
         disk: Some(disk),
+        monitor: None,
     };
     let mut qemu = config.command();
     eprintln!(

@@ -35,6 +35,8 @@ pub struct QemuConfig {
     pub host_port: u16,
     /// A raw disk image attached to the AHCI controller.
     pub disk: Option<PathBuf>,
+    /// A Unix socket for QEMU's human monitor (tests pull the network cable through it).
+    pub monitor: Option<PathBuf>,
 }
 
 impl QemuConfig {
@@ -44,6 +46,7 @@ impl QemuConfig {
             memory: DEFAULT_MEMORY.to_string(),
             host_port,
             disk: None,
+            monitor: None,
         }
     }
 
@@ -95,6 +98,12 @@ impl QemuConfig {
         );
         if let Some(disk) = &self.disk {
             args.extend(disk_args(disk));
+        }
+        if let Some(monitor) = &self.monitor {
+            let mut spec = OsString::from("unix:");
+            spec.push(monitor);
+            spec.push(",server,nowait");
+            args.extend(["-monitor".into(), spec]);
         }
         args
     }
@@ -166,6 +175,14 @@ mod tests {
              -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4321-:80 -device edu"
         );
         assert!(!line.contains("kvm"));
+    }
+
+    #[test]
+    fn the_monitor_listens_on_a_unix_socket_when_asked() {
+        let mut config = QemuConfig::new("k.iso", 1);
+        assert!(!joined(&config).contains("-monitor"));
+        config.monitor = Some("/tmp/m.sock".into());
+        assert!(joined(&config).ends_with("-monitor unix:/tmp/m.sock,server,nowait"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::env;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -45,6 +46,8 @@ pub struct Vm {
     transcript_reported: bool,
     /// The 127.0.0.1 port QEMU forwards to the guest's port 80 (0 if unknown).
     host_port: u16,
+    /// QEMU's monitor socket, if the VM has one.
+    monitor: Option<PathBuf>,
 }
 
 impl Vm {
@@ -57,7 +60,33 @@ impl Vm {
         );
         let mut vm = Self::spawn(config.command(), max_runtime)?;
         vm.host_port = config.host_port;
+        vm.monitor = config.monitor.clone();
         Ok(vm)
+    }
+
+    /// Runs one command in QEMU's human monitor and returns its output.
+    pub fn monitor_command(&mut self, command: &str) -> Result<String> {
+        let path = self
+            .monitor
+            .clone()
+            .ok_or_else(|| anyhow!("this VM has no monitor"))?;
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("connecting to the monitor at {}", path.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let read_to_prompt = |stream: &mut std::os::unix::net::UnixStream| -> Result<String> {
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while !seen.ends_with(b"(qemu) ") {
+                stream
+                    .read_exact(&mut byte)
+                    .context("reading the monitor")?;
+                seen.push(byte[0]);
+            }
+            Ok(String::from_utf8_lossy(&seen).to_string())
+        };
+        read_to_prompt(&mut stream)?;
+        stream.write_all(format!("{command}\n").as_bytes())?;
+        read_to_prompt(&mut stream)
     }
 
     /// The 127.0.0.1 port that reaches the guest's TCP port 80.
@@ -76,8 +105,11 @@ impl Vm {
 
     /// Like [`Vm::boot_to_prompt`] with an explicit guest memory size (QEMU's `-m` syntax).
     pub fn boot_to_prompt_with_memory(memory: &str) -> Result<(Self, String)> {
-        let mut config = QemuConfig::new(Layout::discover().iso_for_tests(), free_local_port()?);
+        let port = free_local_port()?;
+        let mut config = QemuConfig::new(Layout::discover().iso_for_tests(), port);
         config.memory = memory.to_string();
+        config.monitor =
+            Some(env::temp_dir().join(format!("keel-monitor-{}-{port}.sock", std::process::id())));
         let mut vm = Self::boot(&config, DEFAULT_MAX_RUNTIME)?;
         let boot_log = vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
         if boot_log.contains(" in the boot image") && boot_log.contains("drivers: ") {
@@ -125,6 +157,7 @@ impl Vm {
             _watchdog: watchdog,
             transcript_reported: false,
             host_port: 0,
+            monitor: None,
         })
     }
 
@@ -266,6 +299,9 @@ impl Drop for Vm {
             let _ = child.kill();
         }
         let _ = child.wait();
+        if let Some(monitor) = &self.monitor {
+            let _ = std::fs::remove_file(monitor);
+        }
     }
 }
 

@@ -826,3 +826,38 @@ fn a_dead_nic_driver_takes_down_only_the_network() {
         Ok(())
     });
 }
+
+/// Pulling the cable (QEMU's `set_link`) is noticed through the driver's link-change
+/// interrupt, and traffic resumes when it is back.
+#[test]
+fn link_down_and_up_is_noticed_and_traffic_resumes() {
+    with_vm(|vm, _| {
+        let look = |vm: &mut Vm, want: &str| -> Result<String> {
+            let mut ifconfig = String::new();
+            for _ in 0..40 {
+                ifconfig = vm.command("ifconfig")?;
+                if ifconfig.contains(want) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(250));
+            }
+            Ok(ifconfig)
+        };
+        let ifconfig = look(vm, "inet 10.0.2.15/24")?;
+        ensure!(ifconfig.contains("link up"), "before: {ifconfig:?}");
+        vm.monitor_command("set_link n0 off")?;
+        let ifconfig = look(vm, "link down")?;
+        ensure!(ifconfig.contains("link down"), "cable out: {ifconfig:?}");
+        vm.monitor_command("set_link n0 on")?;
+        let ifconfig = look(vm, "link up")?;
+        ensure!(ifconfig.contains("link up"), "cable back: {ifconfig:?}");
+        let ifconfig = look(vm, "inet 10.0.2.15/24")?;
+        ensure!(
+            ifconfig.contains("inet 10.0.2.15/24"),
+            "address again: {ifconfig:?}"
+        );
+        let ping = vm.command_with_timeout("ping 10.0.2.2 2", Duration::from_secs(30))?;
+        ensure!(ping.contains("2 sent, 2 received"), "ping after: {ping:?}");
+        Ok(())
+    });
+}
