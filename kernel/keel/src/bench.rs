@@ -185,7 +185,8 @@ fn wasi_dd_mmio() {
     const READS: u64 = 8192;
     const ROUNDS: usize = 7;
     {
-        let Ok(mapping) = map_device_bar(bar.base, bar.size) else {
+        let Ok(mapping) = keel_memory::map_device(keel_memory::PhysAddr::new(bar.base), bar.size)
+        else {
             return;
         };
         let rounds = (0..ROUNDS)
@@ -226,17 +227,4 @@ fn wasi_dd_mmio() {
             report(name, rounds);
         }
     }
-}
-
-fn map_device_bar(
-    base: u64,
-    size: u64,
-) -> Result<keel_memory::MappedPages, keel_memory::MemoryError> {
-    let frames = keel_memory::claim_device_frames(keel_memory::PhysAddr::new(base), size)?;
-    let pages = keel_memory::allocate_pages(frames.count())?;
-    keel_memory::map(
-        pages,
-        frames,
-        MapFlags::ReadWrite(keel_memory::CacheMode::Uncached),
-    )
 }

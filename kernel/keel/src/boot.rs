@@ -4,7 +4,7 @@ use crate::HEAP;
 use alloc::string::String;
 use keel_arch::ioapic::{Polarity, Trigger};
 use keel_console::log;
-use keel_memory::{CacheMode, KernelSection, MapFlags, MappedPages, PhysAddr};
+use keel_memory::{KernelSection, MapFlags, PhysAddr};
 use keel_sync::Once;
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
@@ -332,12 +332,6 @@ fn fail_with(what: &str, e: impl core::fmt::Display) -> ! {
 }
 
 /// Maps a device's register page uncached.
-fn map_device(address: u64, size: u64) -> Result<MappedPages, keel_memory::MemoryError> {
-    let frames = keel_memory::claim_device_frames(PhysAddr::new(address), size)?;
-    let pages = keel_memory::allocate_pages(frames.count())?;
-    keel_memory::map(pages, frames, MapFlags::ReadWrite(CacheMode::Uncached))
-}
-
 static SOFT_OFF: Once<Option<(u16, u16)>> = Once::new();
 
 /// Enumerates PCI: through ECAM where the MCFG describes it, else through the legacy ports.
@@ -389,11 +383,13 @@ fn init_interrupt_controllers(acpi: Option<&keel_acpi_info::AcpiInfo>) {
         },
         |a| a.isa_irq(keel_arch::serial::COM1_IRQ),
     );
-    let lapic = map_device(lapic_address, 4096).unwrap_or_else(|e| fail_with("local APIC", e));
+    let lapic = keel_memory::map_device(PhysAddr::new(lapic_address), 4096)
+        .unwrap_or_else(|e| fail_with("local APIC", e));
     if let Err(e) = keel_arch::apic::init(lapic) {
         fail_with("local APIC", e);
     }
-    let ioapic = map_device(ioapic_address, 4096).unwrap_or_else(|e| fail_with("IOAPIC", e));
+    let ioapic = keel_memory::map_device(PhysAddr::new(ioapic_address), 4096)
+        .unwrap_or_else(|e| fail_with("IOAPIC", e));
     match keel_arch::ioapic::init(ioapic, gsi_base) {
         Ok(lines) => log!(
             "interrupts: local APIC {}, IOAPIC with {} lines",

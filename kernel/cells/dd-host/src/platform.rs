@@ -309,17 +309,11 @@ impl Platform for KeelPlatform {
     }
 
     fn map_mmio(&self, base: u64, size: u64) -> Result<KeelMmio, PlatformError> {
-        let first_page = base & !(PAGE_SIZE - 1);
-        let span = (base + size).next_multiple_of(PAGE_SIZE) - first_page;
-        let frames = keel_memory::claim_device_frames(PhysAddr::new(first_page), span)
+        let mapping = keel_memory::map_device(PhysAddr::new(base), size)
             .map_err(|_| PlatformError::DeviceError)?;
-        let pages =
-            keel_memory::allocate_pages(frames.count()).map_err(|_| PlatformError::OutOfMemory)?;
-        let mapping = keel_memory::map(pages, frames, MapFlags::ReadWrite(CacheMode::Uncached))
-            .map_err(|_| PlatformError::OutOfMemory)?;
         Ok(KeelMmio {
             mapping,
-            start: (base - first_page) as usize,
+            start: (base % PAGE_SIZE) as usize,
         })
     }
 

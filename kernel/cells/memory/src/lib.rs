@@ -28,7 +28,8 @@ pub use frames::{
 pub use mapped::{CacheMode, MapFlags, MappedPages, VolatileValue};
 pub use pages::{AllocatedPages, allocate_pages, allocate_pages_aligned, page_stats};
 pub use paging::{
-    FirmwareView, KernelSection, init_kernel_address_space, map, map_new, translate, view_firmware,
+    FirmwareView, KernelSection, init_kernel_address_space, map, map_device, map_new, translate,
+    view_firmware,
 };
 pub use reservation::{FaultCommit, Protection, Reservation};
 pub use x86_64::{PhysAddr, VirtAddr};

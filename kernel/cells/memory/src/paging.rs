@@ -231,6 +231,15 @@ pub fn map(
     Ok(MappedPages::new(pages, frames, flags))
 }
 
+/// Claims the device (non-RAM) frames covering `[start, start + size)` and maps them
+/// read-write and uncached, for device registers. The mapping begins at the page holding
+/// `start`: the registers are at `start % PAGE_SIZE` in it.
+pub fn map_device(start: PhysAddr, size: u64) -> Result<MappedPages, MemoryError> {
+    let frames = crate::claim_device_frames(start, size)?;
+    let pages = allocate_pages(frames.count())?;
+    map(pages, frames, MapFlags::MMIO)
+}
+
 /// Allocates `count` pages and as many contiguous RAM frames and maps them.
 pub fn map_new(count: u64, flags: MapFlags) -> Result<MappedPages, MemoryError> {
     let pages = allocate_pages(count)?;

@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use keel_arch::pci_ports::{self, LegacyRegister};
-use keel_memory::{MapFlags, MappedPages, MemoryError, PhysAddr};
+use keel_memory::{MappedPages, MemoryError, PhysAddr};
 
 /// One MCFG entry: the ECAM window of buses `bus_start..=bus_end` of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,9 +49,7 @@ impl Ecam {
 }
 
 fn map_window(base: u64) -> Result<MappedPages, MemoryError> {
-    let frames = keel_memory::claim_device_frames(PhysAddr::new(base), BUS_WINDOW)?;
-    let pages = keel_memory::allocate_pages(frames.count())?;
-    keel_memory::map(pages, frames, MapFlags::MMIO)
+    keel_memory::map_device(PhysAddr::new(base), BUS_WINDOW)
 }
 
 /// The offset of a register in its bus's window.
