@@ -75,9 +75,12 @@ pub(crate) fn serve(
         .map_err(|e| call_error("supply-rx", e))?
         .map_err(|code| format!("supply-rx: {}", code.name()))?;
     let mut tx_pool: Vec<Resource<DmaBuffer>> = Vec::new();
+    // The first round reads the interrupt cause and the link state as if the interrupt fired.
+    let mut fired = true;
     let result = loop {
-        if let Err(why) = serve_once(store, driver, interrupts, &mut tx_pool) {
-            break why;
+        match serve_once(store, driver, interrupts, &mut tx_pool, fired) {
+            Ok(next) => fired = next,
+            Err(why) => break why,
         }
     };
     if let Some(stack) = NETWORK.lock().as_mut() {
@@ -86,17 +89,29 @@ pub(crate) fn serve(
     Err(result)
 }
 
-/// One round: interrupt, received frames, link state, the stack, frames to send, then a wait
-/// for the interrupt or the stack's next timer.
+/// One round: the interrupt cause and link state (only if the interrupt `fired`), received
+/// frames, the stack, frames to send, then a wait for the interrupt or the stack's next timer.
+/// Returns whether the interrupt fired during that wait.
 fn serve_once(
     store: &mut Store<DriverHost<KeelPlatform>>,
     driver: &NicDriver,
     interrupts: &InterruptSlot,
     tx_pool: &mut Vec<Resource<DmaBuffer>>,
-) -> Result<(), String> {
+    fired: bool,
+) -> Result<bool, String> {
     let nic = driver.wasi_dd_dd_nic();
-    nic.call_handle_interrupt(&mut *store)
-        .map_err(|e| call_error("handle-interrupt", e))?;
+    let link = if fired
+        && nic
+            .call_handle_interrupt(&mut *store)
+            .map_err(|e| call_error("handle-interrupt", e))?
+    {
+        Some(
+            nic.call_link(&mut *store)
+                .map_err(|e| call_error("link", e))?,
+        )
+    } else {
+        None
+    };
     let received = nic
         .call_receive(&mut *store, 64)
         .map_err(|e| call_error("receive", e))?;
@@ -118,13 +133,12 @@ fn serve_once(
             .map_err(|e| call_error("supply-rx", e))?
             .map_err(|code| format!("supply-rx: {}", code.name()))?;
     }
-    let link = nic
-        .call_link(&mut *store)
-        .map_err(|e| call_error("link", e))?;
     let (outgoing, delay) = {
         let mut network = NETWORK.lock();
         let stack = network.as_mut().ok_or("the network stack is gone")?;
-        stack.set_link(link.up);
+        if let Some(link) = link {
+            stack.set_link(link.up);
+        }
         for frame in frames {
             stack.receive_frame(frame);
         }
@@ -168,8 +182,5 @@ fn serve_once(
     }
     ACTIVITY.notify_all();
     let wait = delay.unwrap_or(IDLE_NS).min(IDLE_NS);
-    if wait > 0 {
-        interrupts.wait(wait);
-    }
-    Ok(())
+    Ok(wait > 0 && interrupts.wait(wait))
 }
