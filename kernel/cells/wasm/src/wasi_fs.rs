@@ -42,7 +42,11 @@ fn status(result: Result<(), i32>) -> i32 {
 }
 
 /// The iovec list at `iovs` as (address, length) pairs.
-fn iovecs(c: &mut Caller<'_, Ctx>, iovs: i32, count: i32) -> Result<Vec<(u32, u32)>, i32> {
+pub(crate) fn iovecs(
+    c: &mut Caller<'_, Ctx>,
+    iovs: i32,
+    count: i32,
+) -> Result<Vec<(u32, u32)>, i32> {
     let table = read_bytes(c, iovs as u32, (count as u32).saturating_mul(8)).ok_or(errno::FAULT)?;
     Ok(table
         .chunks_exact(8)

@@ -4,6 +4,7 @@
 //! (`run --listen=PORT`), numbered from [`SOCKET_FD_BASE`] and named in `LISTEN_FD`.
 
 use crate::wasi::{Ctx, HostFunctions, errno, read_bytes, write_bytes, write_u32};
+use crate::wasi_fs::iovecs;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -207,11 +208,10 @@ fn with_stack<T>(
 
 /// Reads from a stream socket into the program's iovecs.
 pub(crate) fn read(c: &mut Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32) -> Result<u32, i32> {
-    let table =
-        read_bytes(c, iovs as u32, (iovs_len as u32).saturating_mul(8)).ok_or(errno::FAULT)?;
-    let total: usize = table
-        .chunks_exact(8)
-        .map(|iov| u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]) as usize)
+    let vecs = iovecs(c, iovs, iovs_len)?;
+    let total = vecs
+        .iter()
+        .map(|&(_, len)| len as usize)
         .sum::<usize>()
         .min(64 * 1024);
     let mut data = alloc::vec![0u8; total];
@@ -220,12 +220,11 @@ pub(crate) fn read(c: &mut Caller<'_, Ctx>, fd: i32, iovs: i32, iovs_len: i32) -
         Endpoint::Listener(_) => Err(TcpError::NotConnected),
     })?;
     let mut written = 0;
-    for iov in table.chunks_exact(8) {
+    for (buf, len) in vecs {
         if written == n {
             break;
         }
-        let buf = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-        let len = (u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]) as usize).min(n - written);
+        let len = (len as usize).min(n - written);
         if !write_bytes(c, buf, &data[written..written + len]) {
             return Err(errno::FAULT);
         }
@@ -241,12 +240,9 @@ pub(crate) fn write(
     iovs: i32,
     iovs_len: i32,
 ) -> Result<u32, i32> {
-    let table =
-        read_bytes(c, iovs as u32, (iovs_len as u32).saturating_mul(8)).ok_or(errno::FAULT)?;
     let mut data = Vec::new();
-    for iov in table.chunks_exact(8) {
-        let buf = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-        let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]).min(256 * 1024);
+    for (buf, len) in iovecs(c, iovs, iovs_len)? {
+        let len = len.min(256 * 1024);
         data.extend(read_bytes(c, buf, len).ok_or(errno::FAULT)?);
         if data.len() >= 256 * 1024 {
             break;
