@@ -85,171 +85,126 @@ pub(crate) fn run_batch<R: Registers, P: Platform>(
 ) -> Result<Vec<u64>, BatchError> {
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
-        let failed = |code| BatchError {
+        run_op(space, platform, op, &mut results).map_err(|code| BatchError {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             code,
-        };
-        match *op {
-            RegOp::Read(r) => results.push(space.read(r.offset, access(r.width)).map_err(failed)?),
-            RegOp::Write(w) => space
-                .write(w.offset, access(w.width), w.value)
-                .map_err(failed)?,
-            RegOp::Modify(m) => {
-                let width = access(m.width);
-                space.check(m.offset, width).map_err(failed)?;
-                check_value(m.clear, width).map_err(failed)?;
-                check_value(m.set, width).map_err(failed)?;
-                let value = (space.load(m.offset, width) & !m.clear) | m.set;
-                space.store(m.offset, width, value);
-            }
-            RegOp::Poll(p) => {
-                let width = access(p.width);
-                space.check(p.offset, width).map_err(failed)?;
-                check_value(p.mask, width).map_err(failed)?;
-                check_value(p.expect, width).map_err(failed)?;
-                let value = poll(
-                    space,
-                    platform,
-                    p.offset,
-                    width,
-                    p.mask,
-                    p.expect,
-                    p.timeout_ns,
-                )
-                .map_err(failed)?;
-                results.push(value);
-            }
-            RegOp::Delay(ns) => platform.sleep_ns(ns),
-        }
+        })?;
     }
     Ok(results)
 }
 
-/// Decodes a packed batch (the encoding is described in `wit/dd/types.wit`). Decoding stops at
-/// the first malformed operation: the operations before it, and that operation's index with
-/// `unsupported`.
-pub(crate) fn decode_packed(words: &[u64]) -> (Vec<RegOp>, Option<BatchError>) {
-    use crate::bindings::host::wasi_dd::dd::types::{RegModify, RegPoll, RegRead, RegWrite};
-    let mut ops = Vec::new();
-    let mut at = 0;
-    while at < words.len() {
-        let header = words[at];
-        let width = match (header >> 8) & 0xff {
-            0 => Width::W8,
-            1 => Width::W16,
-            2 => Width::W32,
-            3 => Width::W64,
-            _ => Width::W8,
-        };
-        let width_known = (header >> 8) & 0xff <= 3;
-        let offset = header >> 16;
-        let operands = match header & 0xff {
-            0 => 0,
-            1 | 4 => 1,
-            2 => 2,
-            3 => 3,
-            _ => usize::MAX,
-        };
-        let Some(args) = words
-            .get(at + 1..)
-            .and_then(|rest| rest.get(..operands))
-            .filter(|_| width_known || header & 0xff == 4)
-        else {
-            let index = u32::try_from(ops.len()).unwrap_or(u32::MAX);
-            return (
-                ops,
-                Some(BatchError {
-                    index,
-                    code: ErrorCode::Unsupported,
-                }),
-            );
-        };
-        ops.push(match header & 0xff {
-            0 => RegOp::Read(RegRead { offset, width }),
-            1 => RegOp::Write(RegWrite {
-                offset,
+/// Runs one operation; a read or poll appends its value to `results`.
+fn run_op<R: Registers, P: Platform>(
+    space: &R,
+    platform: &P,
+    op: &RegOp,
+    results: &mut Vec<u64>,
+) -> Result<(), ErrorCode> {
+    match *op {
+        RegOp::Read(r) => results.push(space.read(r.offset, access(r.width))?),
+        RegOp::Write(w) => space.write(w.offset, access(w.width), w.value)?,
+        RegOp::Modify(m) => {
+            let width = access(m.width);
+            space.check(m.offset, width)?;
+            check_value(m.clear, width)?;
+            check_value(m.set, width)?;
+            let value = (space.load(m.offset, width) & !m.clear) | m.set;
+            space.store(m.offset, width, value);
+        }
+        RegOp::Poll(p) => {
+            let width = access(p.width);
+            space.check(p.offset, width)?;
+            check_value(p.mask, width)?;
+            check_value(p.expect, width)?;
+            let value = poll(
+                space,
+                platform,
+                p.offset,
                 width,
-                value: args[0],
-            }),
-            2 => RegOp::Modify(RegModify {
-                offset,
-                width,
-                clear: args[0],
-                set: args[1],
-            }),
-            3 => RegOp::Poll(RegPoll {
-                offset,
-                width,
-                mask: args[0],
-                expect: args[1],
-                timeout_ns: args[2],
-            }),
-            _ => RegOp::Delay(args[0]),
-        });
-        at += 1 + operands;
+                p.mask,
+                p.expect,
+                p.timeout_ns,
+            )?;
+            results.push(value);
+        }
+        RegOp::Delay(ns) => platform.sleep_ns(ns),
     }
-    (ops, None)
+    Ok(())
 }
 
-/// Runs a packed batch: the well-formed operations before a malformed one take effect, then
-/// the batch ends at the malformed one. Reads and writes, the hot path, run straight from the
-/// words; the other kinds go through the same code as `batch`.
+/// Decodes the packed operation at the start of `words` (the encoding is described in
+/// `wit/dd/types.wit`): the operation and how many words it took, or `None` if it is malformed
+/// (unknown kind or width, words missing).
+fn decode_one(words: &[u64]) -> Option<(RegOp, usize)> {
+    use crate::bindings::host::wasi_dd::dd::types::{RegModify, RegPoll, RegRead, RegWrite};
+    let header = *words.first()?;
+    let kind = header & 0xff;
+    let offset = header >> 16;
+    let width = match (header >> 8) & 0xff {
+        0 => Width::W8,
+        1 => Width::W16,
+        2 => Width::W32,
+        3 => Width::W64,
+        // A delay has no width.
+        _ if kind == 4 => Width::W8,
+        _ => return None,
+    };
+    let operands = match kind {
+        0 => 0,
+        1 | 4 => 1,
+        2 => 2,
+        3 => 3,
+        _ => return None,
+    };
+    let args = words.get(1..=operands)?;
+    let op = match kind {
+        0 => RegOp::Read(RegRead { offset, width }),
+        1 => RegOp::Write(RegWrite {
+            offset,
+            width,
+            value: args[0],
+        }),
+        2 => RegOp::Modify(RegModify {
+            offset,
+            width,
+            clear: args[0],
+            set: args[1],
+        }),
+        3 => RegOp::Poll(RegPoll {
+            offset,
+            width,
+            mask: args[0],
+            expect: args[1],
+            timeout_ns: args[2],
+        }),
+        _ => RegOp::Delay(args[0]),
+    };
+    Some((op, 1 + operands))
+}
+
+/// Runs a packed batch one operation at a time (no list of `RegOp` is built): the well-formed
+/// operations before a malformed one take effect, then the batch ends at the malformed one
+/// with `unsupported`.
 pub(crate) fn run_packed_batch<R: Registers, P: Platform>(
     space: &R,
     platform: &P,
     words: &[u64],
 ) -> Result<Vec<u64>, BatchError> {
     let mut results = Vec::with_capacity(words.len());
-    let mut at = 0;
+    let mut rest = words;
     let mut index = 0u32;
-    while at < words.len() {
-        let header = words[at];
-        let width = match (header >> 8) & 0xff {
-            0 => Access::W8,
-            1 => Access::W16,
-            2 => Access::W32,
-            3 => Access::W64,
-            _ => Access::W8,
+    while !rest.is_empty() {
+        let Some((op, used)) = decode_one(rest) else {
+            return Err(BatchError {
+                index,
+                code: ErrorCode::Unsupported,
+            });
         };
-        let known_width = (header >> 8) & 0xff <= 3;
-        let failed = |code| BatchError { index, code };
-        match header & 0xff {
-            0 if known_width => {
-                results.push(space.read(header >> 16, width).map_err(failed)?);
-                at += 1;
-            }
-            1 if known_width && at + 1 < words.len() => {
-                space
-                    .write(header >> 16, width, words[at + 1])
-                    .map_err(failed)?;
-                at += 2;
-            }
-            _ => {
-                // One operation of another kind (or a malformed one), decoded and run alone.
-                let end = (at + 1 + operand_count(header)).min(words.len());
-                let (ops, _) = decode_packed(&words[at..end]);
-                let Some(op) = ops.first() else {
-                    return Err(failed(ErrorCode::Unsupported));
-                };
-                let values = run_batch(space, platform, core::slice::from_ref(op))
-                    .map_err(|e| BatchError { index, ..e })?;
-                results.extend(values);
-                at += 1 + operand_count(header);
-            }
-        }
+        run_op(space, platform, &op, &mut results).map_err(|code| BatchError { index, code })?;
+        rest = &rest[used..];
         index = index.saturating_add(1);
     }
     Ok(results)
-}
-
-/// Words after the header that an operation of this header's kind carries.
-fn operand_count(header: u64) -> usize {
-    match header & 0xff {
-        1 | 4 => 1,
-        2 => 2,
-        3 => 3,
-        _ => 0,
-    }
 }
 
 /// Reads until `(value & mask) == expect`, at least once, for at most `timeout_ns` of the
@@ -293,6 +248,21 @@ mod tests {
         assert_eq!(check_access(8, Access::W64, 16), Ok(()));
     }
 
+    /// Decodes a packed batch as `run_packed_batch` walks it: the operations, and the index of
+    /// the malformed one that stops it, if any.
+    fn decode_all(words: &[u64]) -> (Vec<RegOp>, Option<u32>) {
+        let mut ops = Vec::new();
+        let mut rest = words;
+        while !rest.is_empty() {
+            let Some((op, used)) = decode_one(rest) else {
+                return (ops.clone(), Some(ops.len() as u32));
+            };
+            ops.push(op);
+            rest = &rest[used..];
+        }
+        (ops, None)
+    }
+
     #[test]
     fn packed_batches_decode_to_the_same_operations() {
         use crate::bindings::host::wasi_dd::dd::types::{RegModify, RegPoll, RegRead, RegWrite};
@@ -312,8 +282,8 @@ mod tests {
             header(4, 0, 0),
             500,
         ];
-        let (ops, error) = decode_packed(&words);
-        assert_eq!(error, None);
+        let (ops, stopped_at) = decode_all(&words);
+        assert_eq!(stopped_at, None);
         assert_eq!(
             ops,
             vec![
@@ -349,15 +319,9 @@ mod tests {
             (vec![header(9, 2, 0)], 0),
             (vec![header(0, 2, 0), header(0, 2, 4), header(0, 7, 8)], 2),
         ] {
-            let (ops, error) = decode_packed(&words);
+            let (ops, stopped_at) = decode_all(&words);
             assert_eq!(ops.len(), index as usize);
-            assert_eq!(
-                error,
-                Some(BatchError {
-                    index,
-                    code: ErrorCode::Unsupported
-                })
-            );
+            assert_eq!(stopped_at, Some(index));
         }
     }
 
