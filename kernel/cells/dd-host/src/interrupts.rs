@@ -47,29 +47,16 @@ impl LineState {
     /// Waits until the line fired since the last successful wait, or `timeout_ns` passed, or
     /// someone poked it.
     pub fn wait(&self, timeout_ns: u64) -> bool {
-        let deadline = keel_time::now_ns().saturating_add(timeout_ns);
-        loop {
-            if self.poked.swap(false, Ordering::AcqRel) {
-                return false;
-            }
-            let fired = self.fired.load(Ordering::Acquire);
-            let consumed = self.consumed.load(Ordering::Acquire);
-            if fired != consumed {
-                self.consumed.store(fired, Ordering::Release);
-                return true;
-            }
-            let now = keel_time::now_ns();
-            if now >= deadline {
-                return false;
-            }
-            // Wake on the interrupt, or look again after at most 10 ms (the deadline).
-            let slice = (deadline - now).min(10_000_000);
-            self.waiters
-                .wait_timeout(core::time::Duration::from_nanos(slice), || {
-                    (self.fired.load(Ordering::Acquire) != self.consumed.load(Ordering::Acquire))
-                        .then_some(())
-                });
-        }
+        let pending = || {
+            (self.poked.load(Ordering::Acquire)
+                || self.fired.load(Ordering::Acquire) != self.consumed.load(Ordering::Acquire))
+            .then_some(())
+        };
+        self.waiters
+            .wait_timeout(core::time::Duration::from_nanos(timeout_ns), pending);
+        self.poked.store(false, Ordering::Release);
+        let fired = self.fired.load(Ordering::Acquire);
+        self.consumed.swap(fired, Ordering::AcqRel) != fired
     }
 
     pub fn acknowledge(&self) {
