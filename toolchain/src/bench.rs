@@ -404,23 +404,15 @@ const DOWNLOAD_MIB: usize = 10;
 const CLIENTS: usize = 10;
 const REQUESTS_PER_CLIENT: usize = 20;
 
-/// One HTTP request on a new connection; the number of bytes in the whole response.
+/// `GET path` that must answer 200; the size of the body.
 fn http_fetch(port: u16, path: &str) -> Result<usize> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    // One write, one segment: the request arrives whole.
-    stream.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    let response = crate::http::get(port, path)?;
     ensure!(
-        response.starts_with(b"HTTP/1.1 200"),
-        "GET {path}: {:?}",
-        String::from_utf8_lossy(&response[..response.len().min(80)])
+        response.status.starts_with("HTTP/1.1 200"),
+        "GET {path}: {}",
+        response.status
     );
-    Ok(response.len())
+    Ok(response.body.len())
 }
 
 /// The network through the e1000 driver component, measured from the host: `httpd` in Keel
@@ -441,20 +433,11 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
     ] {
         vm.command_with_timeout(&line, Duration::from_secs(120))?;
     }
-    // httpd opens its socket as its task starts: knock until it answers.
-    let mut answered = false;
-    for _ in 0..100 {
-        if http_fetch(port, "/index.html").is_ok() {
-            answered = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ensure!(answered, "httpd in Keel never answered");
+    crate::http::wait_until_served(port, "/index.html")?;
     let start = Instant::now();
     let bytes = http_fetch(port, "/big.bin").context("downloading 10 MiB")?;
     let download = start.elapsed();
-    ensure!(bytes > DOWNLOAD_MIB << 20, "short download: {bytes} bytes");
+    ensure!(bytes == DOWNLOAD_MIB << 20, "short download: {bytes} bytes");
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {

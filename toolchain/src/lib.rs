@@ -7,6 +7,7 @@ pub mod apps;
 pub mod bench;
 pub mod cli;
 pub mod drivers;
+pub mod http;
 pub mod image;
 pub mod json;
 pub mod kernel;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use keel_toolchain::http;
 use keel_toolchain::vm::{PROMPT, Vm};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -364,31 +365,6 @@ fn two_hundred_runs_return_memory_to_its_baseline() {
     });
 }
 
-/// An HTTP response: status line, headers (lower-cased names), body.
-type Response = (String, Vec<(String, String)>, Vec<u8>);
-
-/// One HTTP/1.1 request on a fresh connection to the guest's port 80.
-fn http_get(port: u16, request: &str) -> Result<Response> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("no end of headers in {:?}", String::from_utf8_lossy(&raw)))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default().to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok((status, headers, raw[split + 4..].to_vec()))
-}
-
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data)
@@ -428,69 +404,55 @@ fn httpd_serves_files_to_the_host() {
         let out = run(vm, "run --dir=/tmp/www --listen=80 httpd /tmp/www &")?;
         ensure!(out.contains("] httpd"), "httpd did not start: {out:?}");
         let port = vm.host_port();
-        // httpd opens its socket as its task starts: knock (a bounded number of times) until
-        // it answers.
-        let knock = "GET /index.html HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n";
-        let mut answered = false;
-        for _ in 0..100 {
-            if http_get(port, knock).is_ok_and(|(status, _, _)| status.contains(" 200")) {
-                answered = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ensure!(answered, "httpd never answered");
+        http::wait_until_served(port, "/index.html")?;
 
-        let (status, headers, body) = http_get(
-            port,
-            "GET /big.bin HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
-        )?;
-        ensure!(status.starts_with("HTTP/1.1 200"), "status {status:?}");
+        let big = http::get(port, "/big.bin")?;
         ensure!(
-            headers
-                .iter()
-                .any(|(k, v)| k == "content-length" && v == "10485760"),
-            "headers {headers:?}"
+            big.status.starts_with("HTTP/1.1 200"),
+            "status {:?}",
+            big.status
         );
-        ensure!(body.len() == 10 << 20, "got {} bytes", body.len());
         ensure!(
-            sha256_hex(&body) == digest,
+            big.header("content-length") == Some("10485760"),
+            "headers {:?}",
+            big.headers
+        );
+        ensure!(big.body.len() == 10 << 20, "got {} bytes", big.body.len());
+        ensure!(
+            sha256_hex(&big.body) == digest,
             "the 10 MiB file arrived changed"
         );
 
-        let (status, headers, body) = http_get(
+        let head = http::exchange(
             port,
             "HEAD /index.html HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
         )?;
         ensure!(
-            status.starts_with("HTTP/1.1 200") && body.is_empty(),
-            "HEAD: {status:?}"
+            head.status.starts_with("HTTP/1.1 200") && head.body.is_empty(),
+            "HEAD: {:?}",
+            head.status
         );
         ensure!(
-            headers.iter().any(|(k, _)| k == "content-length"),
-            "HEAD headers {headers:?}"
+            head.header("content-length").is_some(),
+            "HEAD headers {:?}",
+            head.headers
         );
-        let (status, _, _) = http_get(
-            port,
-            "GET /nothing HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
-        )?;
+        let missing = http::get(port, "/nothing")?;
         ensure!(
-            status.starts_with("HTTP/1.1 404"),
-            "missing file: {status:?}"
+            missing.status.starts_with("HTTP/1.1 404"),
+            "missing file: {:?}",
+            missing.status
         );
-        let (status, _, _) = http_get(port, "NONSENSE\r\n\r\n")?;
-        ensure!(status.contains(" 400"), "bad request: {status:?}");
+        let bad = http::exchange(port, "NONSENSE\r\n\r\n")?;
+        ensure!(bad.status.contains(" 400"), "bad request: {:?}", bad.status);
 
         let clients: Vec<_> = (0..10)
             .map(|_| {
                 std::thread::spawn(move || -> Result<usize> {
                     let mut served = 0;
                     for _ in 0..50 {
-                        let (status, _, body) = http_get(
-                            port,
-                            "GET /index.html HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n",
-                        )?;
-                        ensure!(status.starts_with("HTTP/1.1 200") && !body.is_empty());
+                        let page = http::get(port, "/index.html")?;
+                        ensure!(page.status.starts_with("HTTP/1.1 200") && !page.body.is_empty());
                         served += 1;
                     }
                     Ok(served)
