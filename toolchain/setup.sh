@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up for building and running Keel: Debian packages (QEMU, GRUB, xorriso, mtools;
-# clang/lld with wasi-libc, compiler-rt and libc++ for wasm32 and wabt, for apps-wasm/), the pinned
+# Idempotent set-up for building and running Keel: Debian packages (QEMU, GRUB, xorriso, mtools,
+# dosfstools; clang/lld with wasi-libc, compiler-rt and libc++ for wasm32 and wabt, for
+# apps-wasm/), the pinned
 # Rust nightly with its components and the kernel target, and the Rust release pinned in
 # apps-wasm/rust/rust-toolchain.toml with the wasm32-wasip1 target (guest apps) and the
 # wasm32-unknown-unknown target (WASI-dd drivers, drivers-wasm/ pins the same release); the
@@ -9,7 +10,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools binutils
+debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools dosfstools binutils
     clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 libc++abi-14-dev-wasm32 wabt)
 rust_components=(rust-src clippy rustfmt)
 kernel_target=x86_64-unknown-none

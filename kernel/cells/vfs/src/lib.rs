@@ -4,7 +4,8 @@
 //!   (lookup, create, remove, rename, read/write at an offset, resize, stat, list). [`MemFs`] is
 //!   the in-memory one (files are `Vec<u8>`, directories name maps) with a size limit.
 //! - [`Vfs`] is the mount table (`/` is the root file system; more can be mounted on existing
-//!   directories, e.g. a FAT32 disk at `/disk`) and resolves paths. Programs only ever name files
+//!   directories, e.g. a FAT32 disk at `/disk`, and unmounted again once nothing on them is
+//!   open; [`Vfs::sync_all`] makes every file system durable) and resolves paths. Programs only ever name files
 //!   relative to a directory handle they hold (a WASI capability): `.`, `..` and repeated slashes
 //!   are understood, but a path can never leave that directory (`..` above it, or an absolute
 //!   path, is [`Errno::Notcapable`]). Only the kernel resolves absolute paths ([`Vfs::preopen`]).
@@ -128,6 +129,28 @@ pub trait FileSystem: Send + Sync {
     /// the start; an entry's [`DirEntry::next`] continues after it). Cookies stay valid while
     /// the directory changes: an entry present throughout a listing is returned exactly once.
     fn read_dir(&self, dir: Inode, cookie: u64, max: usize) -> Result<Vec<DirEntry>>;
+
+    /// Writes everything changed so far to the storage underneath and makes it durable (a file
+    /// system on a disk flushes its caches and the disk's). Nothing to do in memory.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// How much space there is, if the file system knows.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+}
+
+/// A file system's space (for `df`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Room for file contents and metadata, in bytes.
+    pub total_bytes: u64,
+    /// What is still free of it.
+    pub free_bytes: u64,
+    /// The allocation unit (a FAT cluster); 1 where space is counted by the byte.
+    pub block_size: u64,
 }
 
 /// The kinds of file there are (WASI `filetype`).

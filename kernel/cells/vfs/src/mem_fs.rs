@@ -1,6 +1,6 @@
 //! The in-memory file system.
 
-use crate::{DirEntry, Errno, FileStat, FileSystem, FileType, Inode, Result};
+use crate::{DirEntry, Errno, FileStat, FileSystem, FileType, Inode, Result, Usage};
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -451,6 +451,15 @@ impl FileSystem for MemFs {
             atim: node.atim,
             mtim: node.mtim,
             ctim: node.ctim,
+        })
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        let inner = self.inner.lock();
+        Some(Usage {
+            total_bytes: inner.limit,
+            free_bytes: inner.available(),
+            block_size: 1,
         })
     }
 

@@ -881,6 +881,154 @@ fn mounts() {
     assert_eq!(root_fs.used(), 4 * MemFs::ENTRY_COST);
 }
 
+/// A [`MemFs`] whose `sync` is counted and can be made to fail.
+struct Syncing {
+    inner: MemFs,
+    syncs: AtomicU64,
+    fail: core::sync::atomic::AtomicBool,
+}
+
+impl Syncing {
+    fn new() -> Syncing {
+        Syncing {
+            inner: MemFs::new(1 << 20),
+            syncs: AtomicU64::new(0),
+            fail: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl FileSystem for Syncing {
+    fn root(&self) -> Inode {
+        self.inner.root()
+    }
+    fn lookup(&self, dir: Inode, name: &str) -> Result<(Inode, FileType)> {
+        self.inner.lookup(dir, name)
+    }
+    fn parent(&self, dir: Inode) -> Result<Inode> {
+        self.inner.parent(dir)
+    }
+    fn create(&self, dir: Inode, name: &str, kind: FileType, now: u64) -> Result<Inode> {
+        self.inner.create(dir, name, kind, now)
+    }
+    fn remove(&self, dir: Inode, name: &str, kind: FileType, now: u64) -> Result<()> {
+        self.inner.remove(dir, name, kind, now)
+    }
+    fn rename(&self, a: Inode, an: &str, b: Inode, bn: &str, now: u64) -> Result<()> {
+        self.inner.rename(a, an, b, bn, now)
+    }
+    fn retain(&self, ino: Inode) -> Result<()> {
+        self.inner.retain(ino)
+    }
+    fn release(&self, ino: Inode) {
+        self.inner.release(ino)
+    }
+    fn read_at(&self, ino: Inode, offset: u64, buf: &mut [u8], now: u64) -> Result<usize> {
+        self.inner.read_at(ino, offset, buf, now)
+    }
+    fn write_at(&self, ino: Inode, offset: u64, data: &[u8], now: u64) -> Result<usize> {
+        self.inner.write_at(ino, offset, data, now)
+    }
+    fn set_size(&self, ino: Inode, size: u64, now: u64) -> Result<()> {
+        self.inner.set_size(ino, size, now)
+    }
+    fn set_times(&self, ino: Inode, atim: Option<u64>, mtim: Option<u64>, now: u64) -> Result<()> {
+        self.inner.set_times(ino, atim, mtim, now)
+    }
+    fn stat(&self, ino: Inode) -> Result<FileStat> {
+        self.inner.stat(ino)
+    }
+    fn read_dir(&self, dir: Inode, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
+        self.inner.read_dir(dir, cookie, max)
+    }
+    fn sync(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            Err(Errno::Io)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn unmount() {
+    let (_, vfs, root) = setup(1 << 20);
+    vfs.create_dir(&root, "mnt").unwrap();
+    put(&vfs, &root, "mnt/under", b"covered");
+    let disk = Arc::new(Syncing::new());
+    let id = vfs.mount("/mnt", disk.clone()).unwrap();
+    put(&vfs, &root, "mnt/on-disk", b"x");
+    assert!(matches!(vfs.unmount("/"), Err(Errno::Busy)));
+    assert!(matches!(vfs.unmount("/mnt/on-disk"), Err(Errno::Inval)));
+    assert!(matches!(vfs.unmount("/nowhere"), Err(Errno::Inval)));
+    assert!(matches!(vfs.unmount("mnt"), Err(Errno::Inval)));
+    // An open file or directory keeps it busy.
+    let file = vfs
+        .open(&root, "mnt/on-disk", OFlags::NONE, NO, Rights::READ)
+        .unwrap();
+    assert!(matches!(vfs.unmount("/mnt"), Err(Errno::Busy)));
+    drop(file);
+    let dir = open_dir(&vfs, &root, "mnt");
+    assert!(matches!(vfs.unmount("/mnt/"), Err(Errno::Busy)));
+    drop(dir);
+    // So does a mount inside it.
+    vfs.create_dir(&root, "mnt/inner").unwrap();
+    let inner = Arc::new(MemFs::new(1 << 20));
+    vfs.mount("/mnt/inner", inner).unwrap();
+    assert!(matches!(vfs.unmount("/mnt"), Err(Errno::Busy)));
+    vfs.unmount("/mnt/./inner").unwrap();
+    // A failing sync keeps it mounted.
+    disk.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(vfs.unmount("/mnt"), Err(Errno::Io)));
+    assert_eq!(get(&vfs, &root, "mnt/on-disk").unwrap(), b"x");
+    disk.fail.store(false, Ordering::SeqCst);
+    let syncs = disk.syncs.load(Ordering::SeqCst);
+    let gone = vfs.unmount("/mnt").unwrap();
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), syncs + 1);
+    assert_eq!(gone.root(), disk.root());
+    // The covered directory is back, and the mount is gone from the list.
+    assert_eq!(get(&vfs, &root, "mnt/under").unwrap(), b"covered");
+    assert_eq!(vfs.mounts(), [("/".to_string(), MountId::ROOT)]);
+    assert_eq!(vfs.usage(id), None);
+    assert!(matches!(vfs.unmount("/mnt"), Err(Errno::Inval)));
+    // The directory is no longer pinned, and a new mount takes the free slot.
+    vfs.rename(&root, "mnt", &root, "mnt2").unwrap();
+    let again = vfs.mount("/mnt2", Arc::new(MemFs::new(100))).unwrap();
+    assert_eq!(again, id);
+    assert_eq!(vfs.path_stat(&root, "mnt2/on-disk"), Err(Errno::Noent));
+}
+
+#[test]
+fn sync_all_and_usage() {
+    let (fs, vfs, root) = setup(10_000);
+    let a = Arc::new(Syncing::new());
+    let b = Arc::new(Syncing::new());
+    vfs.create_dir(&root, "a").unwrap();
+    vfs.create_dir(&root, "b").unwrap();
+    vfs.mount("/a", a.clone()).unwrap();
+    let b_id = vfs.mount("/b", b.clone()).unwrap();
+    vfs.sync_all().unwrap();
+    assert_eq!(a.syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(b.syncs.load(Ordering::SeqCst), 1);
+    a.fail.store(true, Ordering::SeqCst);
+    assert_eq!(vfs.sync_all(), Err(Errno::Io));
+    // The others are synced all the same.
+    assert_eq!(b.syncs.load(Ordering::SeqCst), 2);
+    // MemFs counts its limit; the default is "unknown".
+    put(&vfs, &root, "f", &[0u8; 100]);
+    let used = fs.used();
+    assert_eq!(
+        vfs.usage(MountId::ROOT),
+        Some(Usage {
+            total_bytes: 10_000,
+            free_bytes: 10_000 - used,
+            block_size: 1,
+        })
+    );
+    assert_eq!(vfs.usage(b_id), None);
+}
+
 #[test]
 fn fd_table() {
     let (fs, vfs, root) = setup(1 << 20);

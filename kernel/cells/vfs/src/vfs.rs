@@ -2,7 +2,7 @@
 
 use crate::{
     DirEntry, Errno, FdFlags, FileStat, FileSystem, FileType, Inode, MAX_NAME, MAX_PATH, OFlags,
-    Result, Rights, Whence,
+    Result, Rights, Usage, Whence,
 };
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -42,11 +42,77 @@ struct Mount {
     /// Where it is mounted, as normalized components (empty for the root).
     path: Vec<String>,
     fs: Arc<dyn FileSystem>,
-    /// The directory it is mounted on (`None` for the root).
+    /// The directory it is mounted on (`None` for the root and for a free slot).
     covers: Option<Node>,
     /// Every directory from the root to the mount point (on both sides of each mount): they
     /// cannot be removed or renamed while mounted on, so `path` stays true.
     pinned: Vec<Node>,
+    /// One clone per [`OpenFile`] on this mount, so that unmounting can see them.
+    handles: Arc<()>,
+    /// False for the slot of an unmounted file system (kept so that [`MountId`]s stay indices;
+    /// a later mount reuses it).
+    live: bool,
+}
+
+impl Mount {
+    /// What an unmounted file system's slot holds: nothing reaches it (no open files, not
+    /// mounted anywhere), and its file system answers [`Errno::Nodev`] to everything.
+    fn free_slot() -> Mount {
+        Mount {
+            path: Vec::new(),
+            fs: Arc::new(Unmounted),
+            covers: None,
+            pinned: Vec::new(),
+            handles: Arc::new(()),
+            live: false,
+        }
+    }
+}
+
+/// The file system of a free mount slot.
+struct Unmounted;
+
+impl FileSystem for Unmounted {
+    fn root(&self) -> Inode {
+        1
+    }
+    fn lookup(&self, _: Inode, _: &str) -> Result<(Inode, FileType)> {
+        Err(Errno::Nodev)
+    }
+    fn parent(&self, _: Inode) -> Result<Inode> {
+        Err(Errno::Nodev)
+    }
+    fn create(&self, _: Inode, _: &str, _: FileType, _: u64) -> Result<Inode> {
+        Err(Errno::Nodev)
+    }
+    fn remove(&self, _: Inode, _: &str, _: FileType, _: u64) -> Result<()> {
+        Err(Errno::Nodev)
+    }
+    fn rename(&self, _: Inode, _: &str, _: Inode, _: &str, _: u64) -> Result<()> {
+        Err(Errno::Nodev)
+    }
+    fn retain(&self, _: Inode) -> Result<()> {
+        Err(Errno::Nodev)
+    }
+    fn release(&self, _: Inode) {}
+    fn read_at(&self, _: Inode, _: u64, _: &mut [u8], _: u64) -> Result<usize> {
+        Err(Errno::Nodev)
+    }
+    fn write_at(&self, _: Inode, _: u64, _: &[u8], _: u64) -> Result<usize> {
+        Err(Errno::Nodev)
+    }
+    fn set_size(&self, _: Inode, _: u64, _: u64) -> Result<()> {
+        Err(Errno::Nodev)
+    }
+    fn set_times(&self, _: Inode, _: Option<u64>, _: Option<u64>, _: u64) -> Result<()> {
+        Err(Errno::Nodev)
+    }
+    fn stat(&self, _: Inode) -> Result<FileStat> {
+        Err(Errno::Nodev)
+    }
+    fn read_dir(&self, _: Inode, _: u64, _: usize) -> Result<Vec<DirEntry>> {
+        Err(Errno::Nodev)
+    }
 }
 
 struct MountTable {
@@ -190,6 +256,8 @@ enum Entry<'p> {
 /// An open file or directory: the inode is kept alive until this is dropped.
 pub struct OpenFile {
     fs: Arc<dyn FileSystem>,
+    /// Its mount's [`Mount::handles`]: the mount cannot go while this exists.
+    _mount_handle: Arc<()>,
     mount: MountId,
     ino: Inode,
     kind: FileType,
@@ -205,6 +273,7 @@ impl OpenFile {
         fs.retain(loc.node.ino)?;
         Ok(OpenFile {
             fs,
+            _mount_handle: table.mounts[loc.node.mount.0 as usize].handles.clone(),
             mount: loc.node.mount,
             ino: loc.node.ino,
             kind: loc.kind,
@@ -301,6 +370,8 @@ impl Vfs {
             fs: root,
             covers: None,
             pinned: vec![root_node],
+            handles: Arc::new(()),
+            live: true,
         };
         Vfs {
             table: RwLock::new(MountTable {
@@ -338,14 +409,85 @@ impl Vfs {
         if at.node != raw.node {
             return Err(Errno::Busy);
         }
-        let id = MountId(u32::try_from(table.mounts.len()).map_err(|_| Errno::Nospc)?);
-        table.mounts.push(Mount {
+        let mount = Mount {
             path: components,
             fs,
             covers: Some(raw.node),
             pinned,
-        });
+            handles: Arc::new(()),
+            live: true,
+        };
+        let id = match table.mounts.iter().position(|m| !m.live) {
+            Some(free) => {
+                table.mounts[free] = mount;
+                MountId(free as u32)
+            }
+            None => {
+                let id = MountId(u32::try_from(table.mounts.len()).map_err(|_| Errno::Nospc)?);
+                table.mounts.push(mount);
+                id
+            }
+        };
         Ok(id)
+    }
+
+    /// Unmounts the file system mounted at absolute `path`, after a [`FileSystem::sync`] (if
+    /// that fails, it stays mounted and the error is returned). The directory it covered shows
+    /// again. [`Errno::Busy`] for `/`, while a file or directory on it is open, or while
+    /// another file system is mounted inside it; [`Errno::Inval`] if nothing is mounted there.
+    /// Returns the file system (its last reference, unless the caller kept one).
+    pub fn unmount(&self, path: &str) -> Result<Arc<dyn FileSystem>> {
+        let components = normalize_absolute(path)?;
+        if components.is_empty() {
+            return Err(Errno::Busy);
+        }
+        let mut table = self.table.write();
+        let index = table
+            .mounts
+            .iter()
+            .position(|m| m.live && m.path == components)
+            .ok_or(Errno::Inval)?;
+        let id = MountId(index as u32);
+        let mounted_inside = table
+            .mounts
+            .iter()
+            .any(|m| m.live && m.covers.is_some_and(|node| node.mount == id));
+        if mounted_inside || Arc::strong_count(&table.mounts[index].handles) > 1 {
+            return Err(Errno::Busy);
+        }
+        table.mounts[index].fs.sync()?;
+        let gone = core::mem::replace(&mut table.mounts[index], Mount::free_slot());
+        Ok(gone.fs)
+    }
+
+    /// [`FileSystem::sync`] on every mounted file system. All are synced; the first error is
+    /// returned.
+    pub fn sync_all(&self) -> Result<()> {
+        let file_systems: Vec<Arc<dyn FileSystem>> = self
+            .table
+            .read()
+            .mounts
+            .iter()
+            .filter(|m| m.live)
+            .map(|m| m.fs.clone())
+            .collect();
+        let mut result = Ok(());
+        for fs in file_systems {
+            if let Err(e) = fs.sync() {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// The space of the file system of mount `mount`, if it knows ([`FileSystem::usage`]).
+    pub fn usage(&self, mount: MountId) -> Option<Usage> {
+        let fs = {
+            let table = self.table.read();
+            let m = table.mounts.get(mount.0 as usize).filter(|m| m.live)?;
+            m.fs.clone()
+        };
+        fs.usage()
     }
 
     /// The mounts: absolute path and id, root first.
@@ -355,6 +497,7 @@ impl Vfs {
             .mounts
             .iter()
             .enumerate()
+            .filter(|(_, m)| m.live)
             .map(|(index, m)| {
                 let mut path = String::new();
                 for name in &m.path {
@@ -380,7 +523,8 @@ impl Vfs {
             .iter()
             .enumerate()
             .filter(|(_, m)| {
-                m.path.len() <= components.len()
+                m.live
+                    && m.path.len() <= components.len()
                     && m.path.iter().zip(&components).all(|(a, b)| a == b)
             })
             .map(|(index, m)| (index, m.path.len()))
