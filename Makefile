@@ -1,5 +1,5 @@
 # Keel: build, run and test. Every target first runs `setup` (idempotent, cheap when all is there):
-# Debian packages (QEMU, GRUB, xorriso, mtools) and the Rust nightly pinned in rust-toolchain.toml.
+# Debian packages (QEMU, GRUB, xorriso, mtools, dosfstools) and the Rust nightly pinned in rust-toolchain.toml.
 #
 #   make run      boot Keel in QEMU with the serial console on this terminal (MEM=, PORT=)
 #   make test     host unit tests, then the kernel image, then the QEMU integration tests
@@ -33,7 +33,7 @@ test: setup
 	@$(KEEL) build-drivers
 	$(CARGO) test
 	@$(KEEL) image
-	$(CARGO) test -p keel-toolchain --test kernel --test apps -- --test-threads=2
+	$(CARGO) test -p keel-toolchain --test kernel --test apps --test storage -- --test-threads=2
 
 bench: setup
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
@@ -44,7 +44,7 @@ bench-dd: setup
 
 clippy: setup
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p keel-toolchain --test kernel --test apps -- -D warnings
+	$(CARGO) clippy -p keel-toolchain --test kernel --test apps --test storage -- -D warnings
 	@$(KEEL) clippy-kernel
 
 fmt: setup

@@ -134,10 +134,10 @@ check_imports() {
 check_tools
 
 c="$apps_dir/c"
-for app in hello echo cat ls wc cp rm mkdir sleep trap memtouch mkdata sortbench hostcall httpd; do
+for app in hello echo cat ls wc cp rm mkdir sleep trap memtouch mkdata sortbench hostcall httpd fsbench; do
     build_c "$app" "$c/$app.c"
 done
-for app in sha256sum shabench; do
+for app in sha256sum shabench randio; do
     build_c "$app" "$c/$app.c" "$c/sha256.c"
 done
 build_cxx calc "$apps_dir/cpp/calc.cpp"

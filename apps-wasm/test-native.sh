@@ -49,7 +49,7 @@ if [[ "$mode" == native ]]; then
     for app in hello echo cat ls wc cp rm mkdir trap sortbench httpd; do
         "$CC" "${cflags[@]}" -o "$bin/$app" "$c/$app.c"
     done
-    for app in sha256sum shabench; do
+    for app in sha256sum shabench randio; do
         "$CC" "${cflags[@]}" -o "$bin/$app" "$c/$app.c" "$c/sha256.c"
     done
     "$CXX" -std=c++17 -O2 -Wall -Wextra -fno-exceptions -o "$bin/calc" "$apps_dir/cpp/calc.cpp"
@@ -73,7 +73,7 @@ try {
     process.exitCode = 134;
 }
 EOF
-    for app in hello echo cat ls wc cp rm mkdir trap sortbench sha256sum shabench calc rustinfo httpd; do
+    for app in hello echo cat ls wc cp rm mkdir trap sortbench sha256sum shabench randio calc rustinfo httpd; do
         if [[ ! -f "$wasm_dir/$app.wasm" ]]; then
             echo "test-native: missing $wasm_dir/$app.wasm (run apps-wasm/build.sh)" >&2
             exit 2
@@ -251,6 +251,15 @@ run sha256sum prefixes/*
 expect "sha256 of 0- to 200-byte inputs vs sha256sum" "$(sha256sum prefixes/*)" "${out%$'\n'}"
 run sha256sum "$data/missing"
 expect_failure "sha256sum missing file" 1 "sha256sum: $data/missing: No such file or directory"
+
+# ---- randio ----------------------------------------------------------------------------------
+
+run randio random-order.bin 2 7
+expect_success "randio 2 MiB"
+expect "randio's sha256 is the file's" "sha256 $(sha256sum random-order.bin | cut -d' ' -f1)" \
+    "$(tail -n 1 <<<"${out%$'\n'}")"
+run randio random-order.bin 0
+expect_failure "randio rejects 0 MiB" 2 "usage: randio"
 
 # ---- shabench --------------------------------------------------------------------------------
 

@@ -285,6 +285,32 @@ pub fn render_markdown(report: &Report) -> String {
             1e9 / row.median_ns
         );
     }
+    let storage: Vec<String> = STORAGE_FIGURES
+        .iter()
+        .filter_map(|(name, what)| {
+            let row = rows.iter().find(|r| r.name == *name)?;
+            Some(if name.ends_with("_per_mib") {
+                format!(
+                    "| {what} | {:.1} MB/s |",
+                    (1 << 20) as f64 / (row.median_ns / 1e9) / 1e6
+                )
+            } else {
+                format!("| {what} | {:.0} IOPS |", 1e9 / row.median_ns)
+            })
+        })
+        .collect();
+    if !storage.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nStorage (AHCI driver component on q35's ICH9 controller, a raw image; the raw \
+             device from the kernel, the file system from a WASI program):\n"
+        );
+        let _ = writeln!(md, "| measurement | Keel |");
+        let _ = writeln!(md, "|---|---:|");
+        for line in storage {
+            let _ = writeln!(md, "{line}");
+        }
+    }
     if let Some(native) = rows.iter().find(|r| r.name == MMIO_BASELINE) {
         let _ = writeln!(
             md,
@@ -387,16 +413,62 @@ fn bench_one_boot(options: &BenchOptions) -> Result<BootRun> {
     drop(vm);
     // The network is measured in a fresh boot: the in-kernel benchmarks leave the heap grown
     // and fragmented (a 40 MiB sort, a 64 MiB hash), which is not the state a server starts in.
+    let disk = options.iso.with_file_name("bench-disk.img");
+    let _ = fs::remove_file(&disk);
+    crate::disk::create_fat32_image_with_partition(
+        &disk,
+        BENCH_DISK_BYTES,
+        BENCH_PARTITION_BYTES,
+        "BENCH",
+        &[],
+    )?;
     let mut config = QemuConfig::new(&options.iso, free_local_port()?);
     config.memory = options.memory.clone();
+    config.disk = Some(disk.clone());
     let mut vm = Vm::boot(&config, max_runtime)?;
     vm.wait_for(PROMPT, BOOT_TIMEOUT)?;
     samples.extend(network(&mut vm, config.host_port).context("network benchmarks")?);
+    samples.extend(storage(&mut vm).context("storage benchmarks")?);
+    drop(vm);
+    let _ = fs::remove_file(&disk);
     Ok(BootRun {
         boot_to_prompt,
         samples,
     })
 }
+
+/// The storage benchmarks and what the report calls them.
+const STORAGE_FIGURES: [(&str, &str); 6] = [
+    (
+        "disk_seq_write_per_mib",
+        "raw device, sequential write (1 MiB requests)",
+    ),
+    (
+        "disk_seq_read_per_mib",
+        "raw device, sequential read (1 MiB requests)",
+    ),
+    (
+        "disk_random_read_4k",
+        "raw device, 4 KiB random read, one at a time",
+    ),
+    (
+        "fs_seq_write_per_mib",
+        "FAT32 file, sequential write (1 MiB writes, fsync)",
+    ),
+    (
+        "fs_seq_read_per_mib",
+        "FAT32 file, sequential read (1 MiB reads)",
+    ),
+    (
+        "fs_random_read_4k",
+        "FAT32 file, 4 KiB random pread, one at a time",
+    ),
+];
+/// The benchmark disk: a FAT32 partition in the first half, raw sectors behind it.
+const BENCH_DISK_BYTES: u64 = 256 << 20;
+const BENCH_PARTITION_BYTES: u64 = 128 << 20;
+/// MiB moved by each storage benchmark.
+const STORAGE_MIB: u64 = 64;
 
 /// Size of the file the download benchmark fetches.
 const DOWNLOAD_MIB: usize = 10;
@@ -472,6 +544,29 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
             iterations: requests as u64,
         },
     ])
+}
+
+/// The disk through the AHCI driver component: the raw sectors behind the partition from the
+/// kernel (`blk bench`), and a file on the mounted FAT32 volume from a program (`fsbench`).
+fn storage(vm: &mut Vm) -> Result<Vec<BenchSample>> {
+    for _ in 0..80 {
+        if vm.command("mount")?.contains(" on /disk ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first_raw = (crate::disk::PARTITION_START_LBA * 512 + BENCH_PARTITION_BYTES) / 512;
+    let mut samples = Vec::new();
+    for line in [
+        format!("blk bench sd0 {first_raw} {STORAGE_MIB}"),
+        format!("fsbench /disk/bench.bin {STORAGE_MIB}"),
+    ] {
+        let output = vm.command_with_timeout(&line, BENCH_TIMEOUT)?;
+        let found = parse_bench_output(&output).with_context(|| format!("{line}: {output}"))?;
+        ensure!(!found.is_empty(), "{line} measured nothing: {output}");
+        samples.extend(found);
+    }
+    Ok(samples)
 }
 
 fn write_reports(layout: &Layout, report: &Report) -> Result<PathBuf> {

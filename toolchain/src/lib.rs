@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod bench;
 pub mod cli;
+pub mod disk;
 pub mod drivers;
 pub mod http;
 pub mod image;

@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 
 use keel_toolchain::bench::{self, BenchOptions};
 use keel_toolchain::cli::{Cli, RunArgs, USAGE};
+use keel_toolchain::disk::ensure_run_image;
 use keel_toolchain::drivers::{bench_dd, build_drivers};
 use keel_toolchain::image::make_iso;
 use keel_toolchain::kernel::{build_kernel, kernel_cargo};
 use keel_toolchain::paths::{Layout, Profile};
 use keel_toolchain::process::{describe, run_checked};
-use keel_toolchain::qemu::{DISK_IMAGE_BYTES, QemuConfig, ensure_disk_image};
+use keel_toolchain::qemu::{DISK_IMAGE_BYTES, QemuConfig};
 
 fn main() -> ExitCode {
     let result = Cli::parse(std::env::args().skip(1)).and_then(|cli| execute(&cli));
@@ -78,16 +79,22 @@ fn image(layout: &Layout, profile: Profile) -> Result<PathBuf> {
     make_iso(layout, &kernel, &apps, &drivers)
 }
 
+/// The README on the disk `keel run` creates.
+const DISK_README: &str = "This FAT32 volume is Keel's disk (target/keel/disk.img, an MBR partition from 1 MiB).\n\
+Keel mounts it at /disk: `ls /disk`, `cp /README /disk/notes.txt`, `sync`. It survives reboots;\n\
+on the host, `mdir -i target/keel/disk.img@@1M ::` lists it. Delete the file for a fresh one.\n";
+
 /// Builds the image and replaces this process with an interactive QEMU.
 fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     let iso = image(layout, args.profile)?;
     let disk = layout.disk_image();
-    ensure_disk_image(&disk, DISK_IMAGE_BYTES)?;
+    ensure_run_image(&disk, DISK_IMAGE_BYTES, DISK_README)?;
     let config = QemuConfig {
         iso,
         memory: args.memory.clone(),
         host_port: args.port,
         disk: Some(disk),
+        disk_errors: None,
         monitor: None,
     };
     let mut qemu = config.command();

@@ -7,7 +7,6 @@
 
 use std::env;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +34,8 @@ pub struct QemuConfig {
     pub host_port: u16,
     /// A raw disk image attached to the AHCI controller.
     pub disk: Option<PathBuf>,
+    /// A `blkdebug` configuration that injects I/O errors into the disk (tests of error paths).
+    pub disk_errors: Option<PathBuf>,
     /// A Unix socket for QEMU's human monitor (tests pull the network cable through it).
     pub monitor: Option<PathBuf>,
 }
@@ -46,6 +47,7 @@ impl QemuConfig {
             memory: DEFAULT_MEMORY.to_string(),
             host_port,
             disk: None,
+            disk_errors: None,
             monitor: None,
         }
     }
@@ -97,7 +99,7 @@ impl QemuConfig {
             .map(OsString::from),
         );
         if let Some(disk) = &self.disk {
-            args.extend(disk_args(disk));
+            args.extend(disk_args(disk, self.disk_errors.as_deref()));
         }
         if let Some(monitor) = &self.monitor {
             let mut spec = OsString::from("unix:");
@@ -109,9 +111,17 @@ impl QemuConfig {
     }
 }
 
-/// The arguments attaching `disk` as a raw SATA disk on the chipset's AHCI controller.
-fn disk_args(disk: &Path) -> Vec<OsString> {
-    let mut drive = OsString::from("if=none,id=d0,format=raw,file=");
+/// The arguments attaching `disk` as a raw SATA disk on the chipset's AHCI controller, through
+/// QEMU's `blkdebug` driver when `errors` names its configuration.
+fn disk_args(disk: &Path, errors: Option<&Path>) -> Vec<OsString> {
+    let mut drive = OsString::from("if=none,id=d0,format=raw,");
+    if let Some(config) = errors {
+        drive.push("file.driver=blkdebug,file.config=");
+        drive.push(config);
+        drive.push(",file.image.filename=");
+    } else {
+        drive.push("file=");
+    }
     drive.push(disk);
     vec![
         "-drive".into(),
@@ -131,24 +141,6 @@ pub fn qemu_program() -> OsString {
 pub fn free_local_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// Creates a sparse, zero-filled disk image of `bytes` at `path` unless a file is already there.
-pub fn ensure_disk_image(path: &Path, bytes: u64) -> Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.set_len(bytes)
-        .with_context(|| format!("sizing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -195,17 +187,10 @@ mod tests {
         assert!(line.ends_with(
             "-drive if=none,id=d0,format=raw,file=/d/disk.img -device ide-hd,drive=d0,bus=ide.0"
         ));
-    }
-
-    #[test]
-    fn disk_image_is_created_once() {
-        let path = env::temp_dir().join(format!("keel-disk-test-{}.img", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        ensure_disk_image(&path, 4096).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
-        std::fs::write(&path, b"kept").unwrap();
-        ensure_disk_image(&path, 4096).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
-        std::fs::remove_file(&path).unwrap();
+        config.disk_errors = Some("/d/errors.cfg".into());
+        assert!(joined(&config).contains(
+            "format=raw,file.driver=blkdebug,file.config=/d/errors.cfg,\
+             file.image.filename=/d/disk.img "
+        ));
     }
 }

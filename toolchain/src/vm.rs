@@ -8,7 +8,7 @@
 
 use std::env;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -98,16 +98,39 @@ impl Vm {
     /// 128M) of memory and a free host port, and waits for the first prompt. Returns the VM and
     /// the boot log.
     pub fn boot_to_prompt() -> Result<(Self, String)> {
-        Self::boot_to_prompt_with_memory(
-            &env::var("KEEL_MEM").unwrap_or_else(|_| DEFAULT_MEMORY.to_string()),
-        )
+        Self::boot_to_prompt_with_memory(&Self::memory())
     }
 
     /// Like [`Vm::boot_to_prompt`] with an explicit guest memory size (QEMU's `-m` syntax).
     pub fn boot_to_prompt_with_memory(memory: &str) -> Result<(Self, String)> {
+        Self::boot_to_prompt_with(memory, None, None)
+    }
+
+    /// Like [`Vm::boot_to_prompt`] with the raw image `disk` on the AHCI controller's port 0.
+    pub fn boot_to_prompt_with_disk(disk: &Path) -> Result<(Self, String)> {
+        Self::boot_to_prompt_with(&Self::memory(), Some(disk), None)
+    }
+
+    /// Like [`Vm::boot_to_prompt_with_disk`], with QEMU's `blkdebug` injecting the I/O errors
+    /// that the configuration file `errors` describes.
+    pub fn boot_to_prompt_with_faulty_disk(disk: &Path, errors: &Path) -> Result<(Self, String)> {
+        Self::boot_to_prompt_with(&Self::memory(), Some(disk), Some(errors))
+    }
+
+    fn memory() -> String {
+        env::var("KEEL_MEM").unwrap_or_else(|_| DEFAULT_MEMORY.to_string())
+    }
+
+    fn boot_to_prompt_with(
+        memory: &str,
+        disk: Option<&Path>,
+        errors: Option<&Path>,
+    ) -> Result<(Self, String)> {
         let port = free_local_port()?;
         let mut config = QemuConfig::new(Layout::discover().iso_for_tests(), port);
         config.memory = memory.to_string();
+        config.disk = disk.map(Path::to_path_buf);
+        config.disk_errors = errors.map(Path::to_path_buf);
         config.monitor =
             Some(env::temp_dir().join(format!("keel-monitor-{}-{port}.sock", std::process::id())));
         let mut vm = Self::boot(&config, DEFAULT_MAX_RUNTIME)?;

@@ -128,7 +128,7 @@ static void text_into_string(struct text *t, test_driver_string_t *out) {
 static const char *code_name(error_code code) {
     static const char *const names[] = {
         "out-of-range", "misaligned", "denied",      "no-such-resource", "in-use",
-        "out-of-memory", "timed-out", "unsupported", "stale-handle",
+        "out-of-memory", "timed-out", "unsupported", "stale-handle", "device-error",
     };
     return code < COUNT(names) ? names[code] : "unknown-error";
 }

@@ -202,6 +202,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
         boot_ms,
     });
 
+    crate::storage::start();
     crate::drivers::start(drivers);
     let shell = keel_task::Builder::new("shell")
         .critical()

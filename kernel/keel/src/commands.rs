@@ -62,6 +62,36 @@ pub static COMMANDS: &[Command] = &[
         run: crate::net::ping,
     },
     Command {
+        name: "lsblk",
+        usage: "lsblk - disks and partitions: size, file system, mount point, model",
+        run: crate::storage::lsblk,
+    },
+    Command {
+        name: "df",
+        usage: "df - size, use and free space of the mounted file systems",
+        run: crate::storage::df,
+    },
+    Command {
+        name: "mount",
+        usage: "mount [VOLUME /PATH] - list mounts, or mount a FAT volume (e.g. mount sd0p1 /data)",
+        run: crate::storage::mount_command,
+    },
+    Command {
+        name: "umount",
+        usage: "umount /PATH - write a volume's changes and detach it",
+        run: crate::storage::umount_command,
+    },
+    Command {
+        name: "blk",
+        usage: "blk read NAME LBA [COUNT] | blk bench NAME FIRST_LBA MIB - raw sectors (checksum), raw throughput (overwrites!)",
+        run: crate::storage::blk_command,
+    },
+    Command {
+        name: "sync",
+        usage: "sync - write every mounted file system's changes to its disk",
+        run: crate::storage::sync_command,
+    },
+    Command {
         name: "drivers",
         usage: "drivers [-v] - WASI-dd driver instances: device, driver, state, interrupts (-v: their log)",
         run: crate::drivers::list,
@@ -114,6 +144,7 @@ fn uname(args: &[String]) -> Result<(), String> {
 
 fn shutdown(args: &[String]) -> Result<(), String> {
     no_args(args)?;
+    crate::storage::unmount_all();
     println!("powering off");
     crate::boot::power_off();
     Err(String::from("the machine did not power off"))
@@ -121,6 +152,7 @@ fn shutdown(args: &[String]) -> Result<(), String> {
 
 fn reboot(args: &[String]) -> Result<(), String> {
     no_args(args)?;
+    crate::storage::unmount_all();
     println!("rebooting");
     keel_arch::power::reset();
     Err(String::from("the machine did not reset"))

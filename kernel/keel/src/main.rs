@@ -16,6 +16,7 @@ mod files;
 mod net;
 mod programs;
 mod selftest;
+mod storage;
 mod tty;
 
 use keel_heap::KernelHeap;

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod ahci;
 pub mod e1000;
 
 use std::path::PathBuf;

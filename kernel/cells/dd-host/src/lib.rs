@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+pub mod block;
 pub mod interrupts;
 pub mod manager;
 pub mod nic;

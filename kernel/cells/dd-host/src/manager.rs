@@ -455,9 +455,17 @@ impl Instance<'_> {
                 })
                 .map(DriverState::Finished)
             }
-            DriverWorld::Block => Err(String::from(
-                "no consumer for this world in Keel yet (the block layer comes next)",
-            )),
+            DriverWorld::Block => {
+                let driver = wasi_dd::BlockDriver::instantiate(&mut store, component, &linker)
+                    .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+                let record = self.record;
+                crate::block::serve(&mut store, &driver, name, &slot, || {
+                    if let Some(record) = record {
+                        set_state(record, DriverState::Running);
+                    }
+                })
+                .map(DriverState::Finished)
+            }
         }
     }
 }
