@@ -778,50 +778,110 @@ fn e1000_driver_gets_a_dhcp_lease_and_pings_the_gateway() {
     });
 }
 
-/// Ending the NIC driver (as a trap would) takes the network down and nothing else: the
-/// instance is reported failed, the interface says link down, the shell goes on.
-#[test]
-fn a_dead_nic_driver_takes_down_only_the_network() {
-    with_vm(|vm, _| {
+/// The e1000 driver's row of `drivers`, once it matches `want` (a bounded number of looks).
+fn e1000_row(vm: &mut Vm, want: &str) -> Result<String> {
+    let mut row = String::new();
+    for _ in 0..60 {
         let drivers = vm.command("drivers")?;
-        let task: u64 = drivers
+        row = drivers
             .lines()
             .find(|l| l.contains(" e1000 "))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .with_context(|| format!("no e1000 row: {drivers:?}"))?
+            .unwrap_or_default()
+            .to_string();
+        if row.contains(want) {
+            return Ok(row);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    Err(anyhow!("the e1000 row never showed {want:?}: {row:?}"))
+}
+
+/// Waits (a bounded number of looks) for the DHCP lease.
+fn wait_for_lease(vm: &mut Vm) -> Result<()> {
+    for _ in 0..80 {
+        if vm.command("ifconfig")?.contains("inet 10.0.2.15/24") {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    Err(anyhow!("no DHCP lease"))
+}
+
+/// A NIC driver that dies takes the network down and nothing else, and `drivers restart`
+/// brings it back: first its task is killed, then it traps for real (a Wasm `unreachable`
+/// from the fault it is told to inject after 40 frames, mid-ping). Each time the instance is
+/// reported failed, the interface says link down, the shell and the other drivers go on; each
+/// restart gets the lease again and pings.
+#[test]
+fn a_nic_driver_that_dies_is_contained_and_restarts() {
+    with_vm(|vm, _| {
+        wait_for_lease(vm)?;
+        let row = e1000_row(vm, " running ")?;
+        let task: u64 = row
+            .split_whitespace()
+            .nth(3)
+            .context("no task column")?
             .parse()
             .context("task id")?;
+        let running = vm.command("drivers restart e1000")?;
+        ensure!(
+            running.contains("no ended instance"),
+            "a running driver must not be restarted: {running:?}"
+        );
         let out = vm.command(&format!("kill {task}"))?;
         ensure!(
             out.contains(&format!("killed task {task}")),
             "kill: {out:?}"
         );
-        let mut row = String::new();
-        for _ in 0..40 {
-            let drivers = vm.command("drivers")?;
-            row = drivers
-                .lines()
-                .find(|l| l.contains(" e1000 "))
-                .unwrap_or_default()
-                .to_string();
-            if row.contains(" failed ") {
-                break;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+        e1000_row(vm, " failed ")?;
+        let ifconfig = vm.command("ifconfig")?;
+        ensure!(ifconfig.contains("link down"), "ifconfig: {ifconfig:?}");
+        let up = vm.command("uptime")?;
+        ensure!(up.starts_with("up "), "shell: {up:?}");
+
+        let bad = vm.command("drivers restart e1000 speed=fast")?;
+        ensure!(bad.contains("1 instance(s) restarted"), "restart: {bad:?}");
+        let refused = e1000_row(vm, " failed ")?;
         ensure!(
-            row.contains(" failed "),
-            "the driver is not reported failed: {row:?}"
+            refused.contains("unsupported"),
+            "an unknown parameter must fail init: {refused:?}"
+        );
+
+        let out = vm.command("drivers restart e1000 fault-after-frames=40")?;
+        ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
+        e1000_row(vm, " running ")?;
+        wait_for_lease(vm)?;
+        let ping = vm.command_with_timeout("ping 10.0.2.2 30", Duration::from_secs(90))?;
+        let trapped = e1000_row(vm, " failed ")?;
+        ensure!(
+            trapped.contains("trap") || trapped.contains("unreachable"),
+            "the driver should have trapped: {trapped:?} (ping: {ping:?})"
+        );
+        let log = vm.command("drivers -v")?;
+        ensure!(
+            log.contains("fault-after-frames=40"),
+            "drivers -v shows the parameters: {log:?}"
         );
         let ifconfig = vm.command("ifconfig")?;
         ensure!(ifconfig.contains("link down"), "ifconfig: {ifconfig:?}");
         let up = vm.command("uptime")?;
         ensure!(up.starts_with("up "), "shell: {up:?}");
-        let edu = vm.command("drivers")?;
+        let others = vm.command("drivers")?;
         ensure!(
-            edu.lines()
+            others
+                .lines()
                 .any(|l| l.contains("test-edu") && l.contains(" finished ")),
-            "the other driver is untouched: {edu:?}"
+            "the other drivers are untouched: {others:?}"
+        );
+
+        let out = vm.command("drivers restart e1000")?;
+        ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
+        e1000_row(vm, " running ")?;
+        wait_for_lease(vm)?;
+        let ping = vm.command_with_timeout("ping 10.0.2.2 3", Duration::from_secs(30))?;
+        ensure!(
+            ping.contains("3 sent, 3 received"),
+            "ping after the restart: {ping:?}"
         );
         Ok(())
     });

@@ -52,6 +52,7 @@ const HEADER_END: u64 = 0x40;
 const COMMAND_IO_SPACE: u32 = 1 << 0;
 const COMMAND_MEMORY_SPACE: u32 = 1 << 1;
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
+const COMMAND_INTX_DISABLE: u32 = 1 << 10;
 const STATUS_CAPABILITIES: u32 = 1 << 4;
 const CAPABILITY_MSI: u32 = 0x05;
 const CAPABILITY_MSI_X: u32 = 0x11;
@@ -110,6 +111,22 @@ pub struct DriverHost<P: Platform> {
     /// Configuration-space ranges the driver may not write beyond the header (MSI and MSI-X
     /// capabilities: an MSI message is a DMA write the host must choose). Found on first use.
     host_owned_config: Option<Vec<Range<u32>>>,
+    parameters: Vec<(String, String)>,
+    /// The driver turned bus mastering on at some point (the only way it can: the command
+    /// register is the host's).
+    bus_mastering_enabled: bool,
+}
+
+/// A driver instance ends (returned, trapped or killed): its device must stop touching memory
+/// before the DMA buffers in `table` are freed right after this, and must stop interrupting.
+/// So if the driver ever enabled either, bus mastering goes off (no DMA, no MSI) and INTx is
+/// disabled, whatever state the driver left the device in.
+impl<P: Platform> Drop for DriverHost<P> {
+    fn drop(&mut self) {
+        if self.bus_mastering_enabled || self.interrupt_handed_out {
+            self.update_command(COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE);
+        }
+    }
 }
 
 impl<P: Platform> DriverHost<P> {
@@ -129,6 +146,8 @@ impl<P: Platform> DriverHost<P> {
             name,
             bars_handed_out: Vec::new(),
             interrupt_handed_out: false,
+            parameters: Vec::new(),
+            bus_mastering_enabled: false,
             dma_in_use: 0,
             host_owned_config: None,
         }
@@ -142,6 +161,12 @@ impl<P: Platform> DriverHost<P> {
     /// Names the driver in its log lines.
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = String::from(name);
+        self
+    }
+
+    /// Gives the driver `parameters` (what its `platform.parameters` call returns).
+    pub fn with_parameters(mut self, parameters: Vec<(String, String)>) -> Self {
+        self.parameters = parameters;
         self
     }
 
@@ -657,6 +682,10 @@ impl<P: Platform> platform::Host for DriverHost<P> {
         self.platform.sleep_ns(ns)
     }
 
+    fn parameters(&mut self) -> Vec<(String, String)> {
+        self.parameters.clone()
+    }
+
     fn log(&mut self, level: platform::LogLevel, message: String) {
         let level = match level {
             platform::LogLevel::Error => LogLevel::Error,
@@ -787,6 +816,7 @@ impl<P: Platform> pci::HostDevice for DriverHost<P> {
         enable: bool,
     ) -> Result<(), ErrorCode> {
         if enable {
+            self.bus_mastering_enabled = true;
             self.update_command(0, COMMAND_BUS_MASTER);
         } else {
             self.update_command(COMMAND_BUS_MASTER, 0);

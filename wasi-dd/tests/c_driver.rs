@@ -171,7 +171,8 @@ fn c_conformance_driver_uses_every_interface() {
     // Every configuration access, in order: the driver's; the host's walk of the capability
     // list before the first write (status, pointer, MSI id/control/next, vendor id/next: MSI is
     // the host's to write); and its read-modify-writes of the command register (memory
-    // decoding, I/O decoding, bus mastering on and off). The refused write to BAR 0 never
+    // decoding, I/O decoding, bus mastering on and off, then off for good at the end). The
+    // refused write to BAR 0 never
     // reached the device.
     let command = 0x04;
     let msi = MSI_CAPABILITY as u16;
@@ -209,6 +210,9 @@ fn c_conformance_driver_uses_every_interface() {
             config_read(command, Access::W16),
             config_write(command, Access::W16, 0x3),
             config_read(command, Access::W16),
+            // The instance ended: the host turns INTx (and bus mastering) off.
+            config_read(command, Access::W16),
+            config_write(command, Access::W16, 0x403),
         ]
     );
 

@@ -195,6 +195,8 @@ fn conformance_driver_uses_every_interface() {
             command(0x3),
             command(0x7),
             command(0x3),
+            // The instance ended: INTx off (and bus mastering, already off) by the host.
+            command(0x403),
         ]
     );
 

@@ -468,6 +468,36 @@ fn bad_buffers_are_refused() {
     nic.assert_clean();
 }
 
+/// A driver that ends with its rings live (here: its store is dropped, as when it traps or is
+/// killed) leaves a quiet device: the host turns bus mastering off before the rings' memory
+/// and the frame buffers are freed.
+#[test]
+fn an_ended_driver_leaves_no_device_dma_into_freed_memory() {
+    let mut nic = Nic::started();
+    let buffers: Vec<_> = (0..8).map(|_| nic.buffer(BUFFER_BYTES, &[])).collect();
+    let taken = nic
+        .driver
+        .wasi_dd_dd_nic()
+        .call_supply_rx(&mut nic.store, &buffers)
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken, 8);
+    assert!(nic.platform.state().bus_master());
+    let Nic {
+        platform, store, ..
+    } = nic;
+    let freed_before = platform.state().freed_while_mastering;
+    drop(store);
+    let state = platform.state();
+    assert!(!state.bus_master(), "bus mastering left on");
+    assert_eq!(
+        state.freed_while_mastering, freed_before,
+        "ring or frame memory freed while the device could still use it"
+    );
+    assert!(state.dma_is_empty(), "DMA memory not given back");
+    assert_eq!(state.violations, Vec::<String>::new());
+}
+
 #[test]
 fn calls_before_init_do_nothing() {
     let mut nic = Nic::new(FakeE1000::new());

@@ -22,7 +22,7 @@ use bindings::wasi_dd::dd::dma::DmaBuffer;
 use bindings::wasi_dd::dd::irq::Interrupt;
 use bindings::wasi_dd::dd::mmio::MmioRegion;
 use bindings::wasi_dd::dd::pci::Device;
-use bindings::wasi_dd::dd::platform::{LogLevel, log};
+use bindings::wasi_dd::dd::platform::{LogLevel, log, parameters};
 use bindings::wasi_dd::dd::types::{BatchError, ErrorCode, Width};
 
 const BAR0_SIZE: u64 = 0x2_0000;
@@ -309,11 +309,33 @@ struct Nic {
     rx_discarding: bool,
     link: Link,
     statistics: Statistics,
+    /// Fault injection (`fault-after-frames=N`): the driver traps once it has moved N frames, so
+    /// that hosts can test how they contain a driver that fails mid-traffic.
+    fault_after_frames: Option<u64>,
     _device: Device,
+}
+
+/// The instance's parameters; unknown keys and bad values are refused.
+fn fault_after_frames() -> Result<Option<u64>, ErrorCode> {
+    let mut fault = None;
+    for (key, value) in parameters() {
+        match (key.as_str(), value.parse::<u64>()) {
+            ("fault-after-frames", Ok(frames)) => fault = Some(frames),
+            _ => {
+                log(
+                    LogLevel::Error,
+                    &format!("unknown parameter {key}={value} (known: fault-after-frames=N)"),
+                );
+                return Err(ErrorCode::Unsupported);
+            }
+        }
+    }
+    Ok(fault)
 }
 
 impl Nic {
     fn start(device: Device) -> Result<(Nic, [u8; 6]), ErrorCode> {
+        let fault_after_frames = fault_after_frames()?;
         let registers = device.map_bar(0)?;
         if registers.size() < BAR0_SIZE {
             return Err(ErrorCode::NoSuchResource);
@@ -377,6 +399,7 @@ impl Nic {
             rx_discarding: false,
             link,
             statistics: Statistics::default(),
+            fault_after_frames,
             _device: device,
         };
         log(
@@ -407,6 +430,7 @@ impl Nic {
     }
 
     fn transmit(&mut self, mut frames: Vec<TxFrame>) -> Result<u32, ErrorCode> {
+        self.check_fault_injection();
         frames.truncate(self.tx.room());
         let mut queued = Vec::with_capacity(frames.len());
         for frame in frames {
@@ -468,7 +492,18 @@ impl Nic {
         Ok(count)
     }
 
+    /// Traps (a Rust panic is a Wasm `unreachable`) once the injected fault is due.
+    fn check_fault_injection(&self) {
+        let moved = self.statistics.rx_packets + self.statistics.tx_packets;
+        if let Some(limit) = self.fault_after_frames
+            && moved >= limit
+        {
+            panic!("fault injection: {moved} frames moved (fault-after-frames={limit})");
+        }
+    }
+
     fn receive(&mut self, max: u32) -> Vec<RxFrame> {
+        self.check_fault_injection();
         let count = self.rx.in_use().min(max as usize);
         let words = self.rx.status_words(count, "receive status");
         let mut frames = Vec::new();

@@ -93,7 +93,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "drivers",
-        usage: "drivers [-v] - WASI-dd driver instances: device, driver, state, interrupts (-v: their log)",
+        usage: "drivers [-v] | drivers restart NAME [KEY=VALUE...] - WASI-dd driver instances (-v: their log); start an ended one again",
         run: crate::drivers::list,
     },
 ];

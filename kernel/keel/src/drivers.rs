@@ -139,12 +139,29 @@ pub fn function_with_id(vendor: u16, device: u16) -> Option<PciFunction> {
 }
 
 /// `drivers [-v]`: every bound driver instance with its device, state and interrupts handled;
-/// `-v` adds the last lines each one logged.
+/// `-v` adds the last lines each one logged. `drivers restart NAME [KEY=VALUE...]` starts a
+/// driver again where its instance ended, with those parameters.
 pub fn list(args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: drivers [-v] | drivers restart NAME [KEY=VALUE...]";
+    if let [command, name, parameters @ ..] = args
+        && command == "restart"
+    {
+        let parameters = parameters
+            .iter()
+            .map(|word| {
+                word.split_once('=')
+                    .map(|(k, v)| (String::from(k), String::from(v)))
+                    .ok_or_else(|| format!("'{word}' is not KEY=VALUE ({USAGE})"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let started = keel_dd_host::manager::restart(name, parameters)?;
+        println!("{name}: {started} instance(s) restarted");
+        return Ok(());
+    }
     let verbose = match args {
         [] => false,
         [flag] if flag == "-v" => true,
-        _ => return Err(String::from("usage: drivers [-v]")),
+        _ => return Err(String::from(USAGE)),
     };
     let records = keel_dd_host::records();
     if keel_dd_host::binding() {
@@ -180,6 +197,14 @@ pub fn list(args: &[String]) -> Result<(), String> {
             detail.replace('\n', "; ")
         );
         if verbose {
+            if !record.parameters.is_empty() {
+                let words: Vec<String> = record
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("    parameters: {}", words.join(" "));
+            }
             for line in record.log() {
                 println!("    {line}");
             }

@@ -81,6 +81,9 @@ pub struct State {
     /// Every register write, in order: (offset, value).
     pub writes: Vec<(u64, u32)>,
     pub violations: Vec<String>,
+    /// DMA buffers freed while the bus-master bit was on (fine for a buffer the device is done
+    /// with; not for the rings of a driver that ended).
+    pub freed_while_mastering: usize,
     pub config: [u8; 256],
     pub sent: Vec<Sent>,
     /// While set, TDT writes do not start the transmit engine (see [`FakeE1000::run_tx`]).
@@ -123,6 +126,7 @@ impl State {
             registers: vec![0; (BAR0_SIZE / 4) as usize],
             writes: Vec::new(),
             violations: Vec::new(),
+            freed_while_mastering: 0,
             config,
             sent: Vec::new(),
             tx_paused: false,
@@ -149,6 +153,11 @@ impl State {
 
     fn set(&mut self, offset: u64, value: u32) {
         self.registers[(offset / 4) as usize] = value;
+    }
+
+    /// Whether every DMA buffer was given back.
+    pub fn dma_is_empty(&self) -> bool {
+        self.dma.is_empty()
     }
 
     /// The bus-master bit of the PCI command register.
@@ -503,6 +512,9 @@ impl Drop for Memory {
     fn drop(&mut self) {
         let address = self.address;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.bus_master() {
+            state.freed_while_mastering += 1;
+        }
         state.dma.retain(|(base, _)| *base != address);
     }
 }

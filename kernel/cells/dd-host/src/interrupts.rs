@@ -111,6 +111,20 @@ pub fn allocate_msi_line() -> Result<Arc<LineState>, RouteFailure> {
     Ok(state)
 }
 
+/// Gives an MSI line back once its driver instance is gone (its device no longer masters the
+/// bus, so no message for it can arrive). Legacy lines are shared and stay routed.
+pub fn release(state: &Arc<LineState>) {
+    if state.level_gsi.is_some() {
+        return;
+    }
+    let mut lines = LINES.lock();
+    if let Some(slot) = lines.get_mut(state.line as usize)
+        && slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, state))
+    {
+        *slot = None;
+    }
+}
+
 /// The (shared) state of IOAPIC input `gsi`, routed level-triggered, active high, the first
 /// time it is asked for.
 pub fn legacy_line(gsi: u32) -> Result<Arc<LineState>, RouteFailure> {

@@ -171,6 +171,8 @@ pub struct DriverRecord {
     pub driver: String,
     pub state: DriverState,
     pub task: u64,
+    /// The parameters the instance was started with.
+    pub parameters: Vec<(String, String)>,
     interrupts: Arc<crate::platform::InterruptSlot>,
     log: Arc<crate::platform::DriverLog>,
 }
@@ -281,8 +283,6 @@ pub fn bind_all(
         let Some((image, component)) = component(engine, index) else {
             continue;
         };
-        let interrupts = Arc::new(crate::platform::InterruptSlot::default());
-        let log = Arc::new(crate::platform::DriverLog::default());
         let record_index = {
             let mut records = RECORDS.lock();
             records.push(DriverRecord {
@@ -290,51 +290,115 @@ pub fn bind_all(
                 driver: image.manifest.name.clone(),
                 state: DriverState::Starting,
                 task: 0,
-                interrupts: interrupts.clone(),
-                log: log.clone(),
+                parameters: Vec::new(),
+                interrupts: Arc::new(crate::platform::InterruptSlot::default()),
+                log: Arc::new(crate::platform::DriverLog::default()),
             });
             records.len() - 1
         };
-        let component = match component {
-            Ok(component) => component,
-            Err(why) => {
-                set_state(record_index, DriverState::Failed(why));
-                continue;
-            }
-        };
-        let function = function.clone();
-        let task_name = format!("driver {}", image.manifest.name);
-        let spawned = keel_task::Builder::new(&task_name)
-            .stack_size(DRIVER_STACK)
-            .cooperative_kill()
-            .spawn(move || {
-                let scenario = image.manifest.scenario.as_deref();
-                let instance = Instance {
-                    engine,
-                    config,
-                    image: &image,
-                    component: &component,
-                    record: Some(record_index),
-                };
-                let state = instance
-                    .run(function, scenario, interrupts, log)
-                    .unwrap_or_else(DriverState::Failed);
-                set_state(record_index, state);
-            });
-        match spawned {
-            Ok(handle) => {
-                if let Some(record) = RECORDS.lock().get_mut(record_index) {
-                    record.task = handle.id();
+        match component {
+            Ok(component) => {
+                if start_instance(record_index, image, component, Vec::new()) {
+                    started += 1;
                 }
-                started += 1;
             }
-            Err(e) => set_state(
-                record_index,
-                DriverState::Failed(format!("cannot start a task: {e:?}")),
-            ),
+            Err(why) => set_state(record_index, DriverState::Failed(why)),
         }
     }
     started
+}
+
+/// Starts an instance of `image` for the function of record `record_index`, in a task of its
+/// own, with fresh interrupt and log slots. Returns whether the task started.
+fn start_instance(
+    record_index: usize,
+    image: Arc<DriverImage>,
+    component: Component,
+    parameters: Vec<(String, String)>,
+) -> bool {
+    let (Some(&engine), Some(&config)) = (ENGINE.get(), CONFIG.get()) else {
+        return false;
+    };
+    let interrupts = Arc::new(crate::platform::InterruptSlot::default());
+    let log = Arc::new(crate::platform::DriverLog::default());
+    let function = {
+        let mut records = RECORDS.lock();
+        let Some(record) = records.get_mut(record_index) else {
+            return false;
+        };
+        record.state = DriverState::Starting;
+        record.parameters = parameters.clone();
+        record.interrupts = interrupts.clone();
+        record.log = log.clone();
+        record.function.clone()
+    };
+    let task_name = format!("driver {}", image.manifest.name);
+    let spawned = keel_task::Builder::new(&task_name)
+        .stack_size(DRIVER_STACK)
+        .cooperative_kill()
+        .spawn(move || {
+            let scenario = image.manifest.scenario.as_deref();
+            let instance = Instance {
+                engine,
+                config,
+                image: &image,
+                component: &component,
+                record: Some(record_index),
+                parameters,
+            };
+            let state = instance
+                .run(function, scenario, interrupts, log)
+                .unwrap_or_else(DriverState::Failed);
+            set_state(record_index, state);
+        });
+    match spawned {
+        Ok(handle) => {
+            if let Some(record) = RECORDS.lock().get_mut(record_index) {
+                record.task = handle.id();
+            }
+            true
+        }
+        Err(e) => {
+            set_state(
+                record_index,
+                DriverState::Failed(format!("cannot start a task: {e:?}")),
+            );
+            false
+        }
+    }
+}
+
+/// Starts driver `name` again on the functions where its instance has ended (failed, trapped,
+/// killed or finished), with `parameters`. Returns how many instances started; an instance
+/// still running is left alone (kill its task first).
+pub fn restart(name: &str, parameters: Vec<(String, String)>) -> Result<usize, String> {
+    let engine = *ENGINE.get().ok_or("the driver manager has not started")?;
+    let index = IMAGES
+        .lock()
+        .iter()
+        .position(|l| l.image.manifest.name == name)
+        .ok_or_else(|| format!("no driver named '{name}' in the boot image"))?;
+    let (image, component) = component(engine, index).ok_or("no such driver")?;
+    let component = component?;
+    let ended: Vec<usize> = RECORDS
+        .lock()
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.driver == name)
+        .filter(|(_, r)| matches!(r.state, DriverState::Failed(_) | DriverState::Finished(_)))
+        .map(|(i, _)| i)
+        .collect();
+    if ended.is_empty() {
+        return Err(format!(
+            "no ended instance of {name} (a running one must be killed first; see 'drivers')"
+        ));
+    }
+    Ok(ended
+        .into_iter()
+        .filter(|&record| {
+            start_instance(record, image.clone(), component.clone(), parameters.clone())
+        })
+        .count())
 }
 
 /// Runs the `bind=manual` test driver `name` on `function` with `scenario`, in a task of its
@@ -366,6 +430,7 @@ pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<
                 image: &image,
                 component: &component,
                 record: None,
+                parameters: Vec::new(),
             };
             instance.run(
                 function,
@@ -402,6 +467,7 @@ struct Instance<'a> {
     component: &'a Component,
     /// The `drivers` record to update when a serving driver is up.
     record: Option<usize>,
+    parameters: Vec<(String, String)>,
 }
 
 impl Instance<'_> {
@@ -418,7 +484,9 @@ impl Instance<'_> {
         let slot = interrupts.clone();
         let platform = KeelPlatform::for_function(self.config, name, &function, interrupts, log)
             .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
-        let host = DriverHost::new(Arc::new(platform), function).with_name(name);
+        let host = DriverHost::new(Arc::new(platform), function)
+            .with_name(name)
+            .with_parameters(self.parameters.clone());
         let mut store = Store::new(engine, host);
         // Epoch interruption is on for every store of the engine: let drivers run on, and end them
         // only when their task is killed.

@@ -8,6 +8,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use keel_net::Stack;
+use keel_sync::IrqSafeMutex;
 use keel_task::{Mutex, WaitQueue};
 use wasi_dd::DriverHost;
 use wasi_dd::NicDriver;
@@ -22,12 +23,14 @@ pub static NETWORK: Mutex<Option<Stack>> = Mutex::new(None);
 /// Notified after every round of the NIC loop: programs waiting on sockets look again.
 pub static ACTIVITY: WaitQueue = WaitQueue::new();
 
-/// The NIC driver's interrupt slot, so that [`kick`] can wake its loop.
-static NIC_INTERRUPT: spin::Once<alloc::sync::Arc<InterruptSlot>> = spin::Once::new();
+/// The running NIC driver's interrupt slot, so that [`kick`] can wake its loop.
+static NIC_INTERRUPT: IrqSafeMutex<Option<alloc::sync::Arc<InterruptSlot>>> =
+    IrqSafeMutex::new(None);
 
 /// Asks the NIC loop for a round now: a program queued data to send.
 pub fn kick() {
-    if let Some(slot) = NIC_INTERRUPT.get() {
+    let slot = NIC_INTERRUPT.lock().clone();
+    if let Some(slot) = slot {
         slot.poke();
     }
 }
@@ -50,7 +53,7 @@ pub(crate) fn serve(
     interrupts: &alloc::sync::Arc<InterruptSlot>,
     running: impl FnOnce(),
 ) -> Result<String, String> {
-    NIC_INTERRUPT.call_once(|| interrupts.clone());
+    *NIC_INTERRUPT.lock() = Some(interrupts.clone());
     let nic = driver.wasi_dd_dd_nic();
     let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
     let mac = nic
@@ -60,7 +63,15 @@ pub(crate) fn serve(
     let mac: [u8; 6] = mac
         .try_into()
         .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))?;
-    *NETWORK.lock() = Some(Stack::new(mac, keel_time::now_ns()));
+    {
+        // A restarted driver serves the stack that is already there, so that programs' sockets
+        // (handles into it) stay valid; the link comes back with the driver's first round.
+        let mut network = NETWORK.lock();
+        match network.as_mut() {
+            Some(stack) => stack.set_mac(mac),
+            None => *network = Some(Stack::new(mac, keel_time::now_ns())),
+        }
+    }
     running();
     let mut spare: Vec<Resource<DmaBuffer>> = Vec::new();
     for _ in 0..RX_BUFFERS {

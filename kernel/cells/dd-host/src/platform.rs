@@ -194,6 +194,12 @@ pub struct KeelInterrupt {
     line: Arc<LineState>,
 }
 
+impl Drop for KeelInterrupt {
+    fn drop(&mut self) {
+        interrupts::release(&self.line);
+    }
+}
+
 impl InterruptLine for KeelInterrupt {
     fn wait(&self, timeout_ns: u64) -> bool {
         self.line.wait(timeout_ns)

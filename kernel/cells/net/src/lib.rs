@@ -184,6 +184,15 @@ impl Stack {
         self.link_up
     }
 
+    /// A new hardware address (a restarted or replaced NIC driver reports it).
+    pub fn set_mac(&mut self, mac: [u8; 6]) {
+        if mac != self.mac {
+            self.mac = mac;
+            self.iface
+                .set_hardware_addr(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        }
+    }
+
     pub fn set_link(&mut self, up: bool) {
         if self.link_up != up && up && self.dhcp_enabled {
             // A new link may be a new network: ask for an address again.
