@@ -285,6 +285,34 @@ pub fn render_markdown(report: &Report) -> String {
             1e9 / row.median_ns
         );
     }
+    let split: Vec<&Row> = PACKET_COST_FIELDS
+        .iter()
+        .filter_map(|f| rows.iter().find(|r| r.name == format!("net_packet_{f}")))
+        .collect();
+    if split.len() == PACKET_COST_FIELDS.len() {
+        let total: f64 = split.iter().map(|r| r.median_ns).sum();
+        let _ = writeln!(
+            md,
+            "\nGuest CPU time per packet during the download (frames in and out of the NIC \
+             loop), {:.1} µs in all:\n",
+            total / 1e3
+        );
+        let _ = writeln!(md, "| where | µs per packet | share |");
+        let _ = writeln!(md, "|---|---:|---:|");
+        for (row, what) in split.iter().zip([
+            "driver (Wasm code of the e1000 component)",
+            "WASI-dd host calls the driver made",
+            "frame copies between stack and DMA buffers",
+            "network stack (smoltcp, native)",
+        ]) {
+            let _ = writeln!(
+                md,
+                "| {what} | {:.2} | {:.0}% |",
+                row.median_ns / 1e3,
+                row.median_ns / total * 100.0
+            );
+        }
+    }
     let storage: Vec<String> = STORAGE_FIGURES
         .iter()
         .filter_map(|(name, what)| {
@@ -506,10 +534,26 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
         vm.command_with_timeout(&line, Duration::from_secs(120))?;
     }
     crate::http::wait_until_served(port, "/index.html")?;
+    let before = packet_cost(vm)?;
     let start = Instant::now();
     let bytes = http_fetch(port, "/big.bin").context("downloading 10 MiB")?;
     let download = start.elapsed();
     ensure!(bytes == DOWNLOAD_MIB << 20, "short download: {bytes} bytes");
+    let after = packet_cost(vm)?;
+    let packets = after.first().copied().unwrap_or(0) - before.first().copied().unwrap_or(0);
+    ensure!(
+        packets > 0,
+        "the download moved no packets: {before:?} {after:?}"
+    );
+    let per_packet: Vec<BenchSample> = PACKET_COST_FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| BenchSample {
+            name: format!("net_packet_{name}"),
+            median_ns: (after[i + 1] - before[i + 1]) as f64 / packets as f64,
+            iterations: packets,
+        })
+        .collect();
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -532,7 +576,7 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
     }
     let requests = CLIENTS * REQUESTS_PER_CLIENT;
     let per_request = start.elapsed() / requests as u32;
-    Ok(vec![
+    let mut samples = vec![
         BenchSample {
             name: "tcp_guest_to_host_per_mib".into(),
             median_ns: download.as_nanos() as f64 / DOWNLOAD_MIB as f64,
@@ -543,7 +587,32 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
             median_ns: per_request.as_nanos() as f64,
             iterations: requests as u64,
         },
-    ])
+    ];
+    samples.extend(per_packet);
+    Ok(samples)
+}
+
+/// The NIC loop's CPU time counters after `packets`, in the order `ifconfig -v` prints them.
+const PACKET_COST_FIELDS: [&str; 4] = ["driver_ns", "host_calls_ns", "copy_ns", "stack_ns"];
+
+/// `ifconfig -v`'s cumulative counters: packets, then [`PACKET_COST_FIELDS`].
+fn packet_cost(vm: &mut Vm) -> Result<Vec<u64>> {
+    let output = vm.command("ifconfig -v")?;
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("cpu totals:"))
+        .with_context(|| format!("no cpu totals in {output:?}"))?;
+    let value = |key: &str| -> Result<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {key} in {line:?}"))
+    };
+    let mut values = vec![value("packets")?];
+    for field in PACKET_COST_FIELDS {
+        values.push(value(field)?);
+    }
+    Ok(values)
 }
 
 /// The disk through the AHCI driver component: the raw sectors behind the partition from the

@@ -53,7 +53,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "ifconfig",
-        usage: "ifconfig - the network interface: address, link, packets and errors",
+        usage: "ifconfig [-v] - the network interface: address, link, packets and errors (-v: CPU per packet)",
         run: crate::net::ifconfig,
     },
     Command {

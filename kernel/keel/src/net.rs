@@ -7,11 +7,14 @@ use keel_console::println;
 use keel_dd_host::nic::NETWORK;
 use keel_net::Ipv4 as Ipv4Address;
 
-/// `ifconfig`: hardware address, IPv4 address and router, link, packet and error counters.
+/// `ifconfig [-v]`: hardware address, IPv4 address and router, link, packet and error
+/// counters; `-v` adds where the NIC loop's CPU time went, per packet.
 pub fn ifconfig(args: &[String]) -> Result<(), String> {
-    if !args.is_empty() {
-        return Err(String::from("takes no arguments"));
-    }
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" => true,
+        _ => return Err(String::from("usage: ifconfig [-v]")),
+    };
     let network = NETWORK.lock();
     let Some(stack) = network.as_ref() else {
         return Err(String::from(
@@ -48,6 +51,25 @@ pub fn ifconfig(args: &[String]) -> Result<(), String> {
         "      TX packets {} bytes {} errors {}",
         s.tx_packets, s.tx_bytes, s.tx_errors
     );
+    drop(network);
+    if verbose {
+        let c = *keel_dd_host::nic::PACKET_COST.lock();
+        let per = |ns: u64| ns as f64 / c.packets.max(1) as f64 / 1000.0;
+        println!(
+            "      cpu per packet ({} packets): driver {:.1} us, WASI-dd host calls {:.1} us \
+             ({:.1} calls), frame copies {:.1} us, stack {:.1} us",
+            c.packets,
+            per(c.driver_ns),
+            per(c.host_calls_ns),
+            c.host_calls as f64 / c.packets.max(1) as f64,
+            per(c.copy_ns),
+            per(c.stack_ns)
+        );
+        println!(
+            "      cpu totals: packets={} driver_ns={} host_calls_ns={} host_calls={} copy_ns={} stack_ns={}",
+            c.packets, c.driver_ns, c.host_calls_ns, c.host_calls, c.copy_ns, c.stack_ns
+        );
+    }
     Ok(())
 }
 

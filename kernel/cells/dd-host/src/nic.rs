@@ -7,6 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use keel_net::Stack;
 use keel_sync::IrqSafeMutex;
 use keel_task::{Mutex, WaitQueue};
@@ -35,6 +36,44 @@ pub fn kick() {
     }
 }
 
+/// Where the NIC loop's CPU time went since boot, for the per-packet split `ifconfig -v` shows
+/// and `keel bench` reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketCost {
+    /// Frames received plus frames sent.
+    pub packets: u64,
+    /// In the driver's Wasm code: its component calls minus the host calls they made.
+    pub driver_ns: u64,
+    /// In WASI-dd host functions the driver called (register batches, DMA buffer access, ...).
+    pub host_calls_ns: u64,
+    pub host_calls: u64,
+    /// Copying frames between the stack and the DMA buffers.
+    pub copy_ns: u64,
+    /// In the network stack: frames in, timers, frames out.
+    pub stack_ns: u64,
+}
+
+pub static PACKET_COST: IrqSafeMutex<PacketCost> = IrqSafeMutex::new(PacketCost {
+    packets: 0,
+    driver_ns: 0,
+    host_calls_ns: 0,
+    host_calls: 0,
+    copy_ns: 0,
+    stack_ns: 0,
+});
+
+/// Time in host functions of the NIC driver's store, summed by its call hook.
+static HOST_CALLS_NS: AtomicU64 = AtomicU64::new(0);
+static HOST_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Time spent in `f`, added to `total`.
+fn timed<R>(total: &mut u64, f: impl FnOnce() -> R) -> R {
+    let start = keel_time::now_ns();
+    let result = f();
+    *total += keel_time::now_ns() - start;
+    result
+}
+
 /// Receive buffers the host keeps in the driver's ring (a ring of 32 descriptors holds 31).
 const RX_BUFFERS: usize = 31;
 /// Size of every frame buffer: a full Ethernet frame fits.
@@ -54,6 +93,18 @@ pub(crate) fn serve(
     running: impl FnOnce(),
 ) -> Result<String, String> {
     *NIC_INTERRUPT.lock() = Some(interrupts.clone());
+    let mut entered = 0;
+    store.call_hook(move |_, hook| {
+        match hook {
+            wasmtime::CallHook::CallingHost => entered = keel_time::now_ns(),
+            wasmtime::CallHook::ReturningFromHost => {
+                HOST_CALLS_NS.fetch_add(keel_time::now_ns() - entered, Ordering::Relaxed);
+                HOST_CALLS.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    });
     let nic = driver.wasi_dd_dd_nic();
     let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
     let mac = nic
@@ -111,40 +162,47 @@ fn serve_once(
     fired: bool,
 ) -> Result<bool, String> {
     let nic = driver.wasi_dd_dd_nic();
+    let mut cost = PacketCost::default();
+    let host_before = HOST_CALLS_NS.load(Ordering::Relaxed);
+    let calls_before = HOST_CALLS.load(Ordering::Relaxed);
+    let mut in_driver = 0;
     let link = if fired
-        && nic
-            .call_handle_interrupt(&mut *store)
+        && timed(&mut in_driver, || nic.call_handle_interrupt(&mut *store))
             .map_err(|e| call_error("handle-interrupt", e))?
     {
         Some(
-            nic.call_link(&mut *store)
+            timed(&mut in_driver, || nic.call_link(&mut *store))
                 .map_err(|e| call_error("link", e))?,
         )
     } else {
         None
     };
-    let received = nic
-        .call_receive(&mut *store, 64)
+    let received = timed(&mut in_driver, || nic.call_receive(&mut *store, 64))
         .map_err(|e| call_error("receive", e))?;
     let mut frames = Vec::with_capacity(received.len());
     let mut recycled = Vec::with_capacity(received.len());
-    for frame in received {
-        let mut bytes = vec![0; frame.length as usize];
-        if store
-            .data_mut()
-            .read_buffer(&frame.buffer, 0, &mut bytes)
-            .is_ok()
-        {
-            frames.push(bytes);
+    timed(&mut cost.copy_ns, || {
+        for frame in received {
+            let mut bytes = vec![0; frame.length as usize];
+            if store
+                .data_mut()
+                .read_buffer(&frame.buffer, 0, &mut bytes)
+                .is_ok()
+            {
+                frames.push(bytes);
+            }
+            recycled.push(frame.buffer);
         }
-        recycled.push(frame.buffer);
-    }
+    });
+    cost.packets += frames.len() as u64;
     if !recycled.is_empty() {
-        nic.call_supply_rx(&mut *store, &recycled)
-            .map_err(|e| call_error("supply-rx", e))?
-            .map_err(|code| format!("supply-rx: {}", code.name()))?;
+        timed(&mut in_driver, || {
+            nic.call_supply_rx(&mut *store, &recycled)
+        })
+        .map_err(|e| call_error("supply-rx", e))?
+        .map_err(|code| format!("supply-rx: {}", code.name()))?;
     }
-    let (outgoing, delay) = {
+    let (outgoing, delay) = timed(&mut cost.stack_ns, || {
         let mut network = NETWORK.lock();
         let stack = network.as_mut().ok_or("the network stack is gone")?;
         if let Some(link) = link {
@@ -154,42 +212,56 @@ fn serve_once(
             stack.receive_frame(frame);
         }
         let delay = stack.poll(keel_time::now_ns());
-        (stack.take_frames(32), delay)
-    };
+        Ok::<_, String>((stack.take_frames(32), delay))
+    })?;
     tx_pool.extend(
-        nic.call_reclaim(&mut *store)
+        timed(&mut in_driver, || nic.call_reclaim(&mut *store))
             .map_err(|e| call_error("reclaim", e))?,
     );
     if !outgoing.is_empty() {
         let mut batch = Vec::with_capacity(outgoing.len());
         let mut lengths = Vec::with_capacity(outgoing.len());
-        for frame in &outgoing {
-            let buffer = match tx_pool.pop() {
-                Some(buffer) => buffer,
-                None => store
+        timed(&mut cost.copy_ns, || {
+            for frame in &outgoing {
+                let buffer = match tx_pool.pop() {
+                    Some(buffer) => buffer,
+                    None => store
+                        .data_mut()
+                        .allocate_buffer(FRAME_BUFFER)
+                        .map_err(|code| format!("transmit buffers: {}", code.name()))?,
+                };
+                store
                     .data_mut()
-                    .allocate_buffer(FRAME_BUFFER)
-                    .map_err(|code| format!("transmit buffers: {}", code.name()))?,
-            };
-            store
-                .data_mut()
-                .write_buffer(&buffer, 0, frame)
-                .map_err(|code| format!("filling a frame: {}", code.name()))?;
-            lengths.push(frame.len() as u64);
-            batch.push(TxFrame {
-                buffer,
-                length: frame.len() as u32,
-            });
-        }
-        let taken = match nic.call_transmit(&mut *store, &batch) {
+                    .write_buffer(&buffer, 0, frame)
+                    .map_err(|code| format!("filling a frame: {}", code.name()))?;
+                lengths.push(frame.len() as u64);
+                batch.push(TxFrame {
+                    buffer,
+                    length: frame.len() as u32,
+                });
+            }
+            Ok::<_, String>(())
+        })?;
+        let taken = match timed(&mut in_driver, || nic.call_transmit(&mut *store, &batch)) {
             Ok(Ok(taken)) => taken as usize,
             Ok(Err(_)) => 0,
             Err(e) => return Err(call_error("transmit", e)),
         };
+        cost.packets += taken as u64;
         let bytes: u64 = lengths.iter().take(taken).sum();
         if let Some(stack) = NETWORK.lock().as_mut() {
             stack.count_sent(taken as u64, bytes, (outgoing.len() - taken) as u64);
         }
+    }
+    let host_ns = HOST_CALLS_NS.load(Ordering::Relaxed) - host_before;
+    {
+        let mut total = PACKET_COST.lock();
+        total.packets += cost.packets;
+        total.driver_ns += in_driver.saturating_sub(host_ns);
+        total.host_calls_ns += host_ns;
+        total.host_calls += HOST_CALLS.load(Ordering::Relaxed) - calls_before;
+        total.copy_ns += cost.copy_ns;
+        total.stack_ns += cost.stack_ns;
     }
     ACTIVITY.notify_all();
     let wait = delay.unwrap_or(IDLE_NS).min(IDLE_NS);
