@@ -86,7 +86,9 @@ fn write(offset: u64, width: Width, value: u64) -> RegOp {
 
 fn edu(device: &Device) -> Result<String, String> {
     let registers = device.map_bar(0).step("map-bar 0")?;
-    let id = registers.read(IDENTIFICATION, Width::W32).step("identification")?;
+    let id = registers
+        .read(IDENTIFICATION, Width::W32)
+        .step("identification")?;
     if id & 0xff != 0xed {
         return Err(format!("not an edu device: identification {id:#x}"));
     }
@@ -124,9 +126,13 @@ fn await_interrupt(
     if !interrupt.wait(SECOND_NS).step(what)? {
         return Err(format!("{what}: no interrupt within a second"));
     }
-    let status = registers.read(IRQ_STATUS, Width::W32).step("interrupt status")?;
+    let status = registers
+        .read(IRQ_STATUS, Width::W32)
+        .step("interrupt status")?;
     if status & cause == 0 {
-        return Err(format!("{what}: interrupt status {status:#x} lacks {cause:#x}"));
+        return Err(format!(
+            "{what}: interrupt status {status:#x} lacks {cause:#x}"
+        ));
     }
     registers
         .write(IRQ_ACK, Width::W32, status)
@@ -182,8 +188,7 @@ fn dma_round_trip(
     };
     let outgoing_address = outgoing.device_address().step("device address")?;
     let incoming_address = incoming.device_address().step("device address")?;
-    transfer(outgoing_address, DEVICE_WINDOW, DMA_START | DMA_IRQ)
-        .step("DMA to device")?;
+    transfer(outgoing_address, DEVICE_WINDOW, DMA_START | DMA_IRQ).step("DMA to device")?;
     await_interrupt(registers, interrupt, IRQ_DMA, "DMA to device")?;
     transfer(
         DEVICE_WINDOW,
