@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use keel_net::Stack;
 use keel_sync::IrqSafeMutex;
-use keel_task::{Mutex, WaitQueue};
+use keel_task::{EventCount, Mutex};
 use wasi_dd::DriverHost;
 use wasi_dd::NicDriver;
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
@@ -22,7 +22,7 @@ use wasmtime::component::Resource;
 pub static NETWORK: Mutex<Option<Stack>> = Mutex::new(None);
 
 /// Notified after every round of the NIC loop: programs waiting on sockets look again.
-pub static ACTIVITY: WaitQueue = WaitQueue::new();
+pub static ACTIVITY: EventCount = EventCount::new();
 
 /// The running NIC driver's interrupt slot, so that [`kick`] can wake its loop.
 static NIC_INTERRUPT: IrqSafeMutex<Option<alloc::sync::Arc<InterruptSlot>>> =

@@ -22,4 +22,4 @@ pub use scheduler::{
     current_id, idle_loop, init, kill, kill_requested, report_memory_use, request_kill,
     set_guest_fault_filter, sleep, spawn, task_list, ticks, tls_get, tls_set, yield_now,
 };
-pub use wait::WaitQueue;
+pub use wait::{EventCount, WaitQueue};

@@ -89,3 +89,45 @@ impl Default for WaitQueue {
         Self::new()
     }
 }
+
+/// An event count: a waiter reads [`EventCount::count`], looks at whatever it waits for, and if
+/// that is not there yet waits until the count moves past what it read. A notification between
+/// the look and the wait is therefore never lost (a plain [`WaitQueue`] wait would sleep it out).
+pub struct EventCount {
+    count: core::sync::atomic::AtomicU64,
+    waiters: WaitQueue,
+}
+
+impl EventCount {
+    pub const fn new() -> Self {
+        Self {
+            count: core::sync::atomic::AtomicU64::new(0),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// How many notifications there have been.
+    pub fn count(&self) -> u64 {
+        self.count.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts an event and wakes every waiter.
+    pub fn notify_all(&self) {
+        self.count
+            .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        self.waiters.notify_all();
+    }
+
+    /// Waits until the count is no longer `seen`, or `timeout` passes; true if it moved.
+    pub fn wait_past(&self, seen: u64, timeout: core::time::Duration) -> bool {
+        self.waiters
+            .wait_timeout(timeout, || (self.count() != seen).then_some(()))
+            .is_some()
+    }
+}
+
+impl Default for EventCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -272,6 +272,7 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
     }
     loop {
         let now = keel_time::now_ns();
+        let seen = c.data().sockets.activity();
         let mut ready: Vec<[u8; EVENT_SIZE]> = Vec::new();
         for sub in &parsed {
             match *sub {
@@ -339,7 +340,7 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
         if watches_sockets {
             c.data()
                 .sockets
-                .wait_activity(core::time::Duration::from_nanos(wait));
+                .wait_activity(seen, core::time::Duration::from_nanos(wait));
         } else {
             keel_task::sleep(core::time::Duration::from_nanos(wait));
         }

@@ -9,7 +9,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::time::Duration;
 use keel_net::{ListenerId, SocketHandle, Stack, TcpError};
-use keel_task::{Mutex, WaitQueue};
+use keel_task::{EventCount, Mutex};
 use wasmtime::Caller;
 
 /// Socket descriptors start here, far from the file descriptors (3 upwards) and outside
@@ -31,8 +31,8 @@ const NONBLOCK: u16 = 1 << 2;
 #[derive(Clone, Copy)]
 pub struct NetworkAccess {
     pub stack: &'static Mutex<Option<Stack>>,
-    /// Notified after every round of the NIC loop.
-    pub activity: &'static WaitQueue,
+    /// Counts the NIC loop's rounds (and wakes waiters after each).
+    pub activity: &'static EventCount,
     /// Asks the NIC loop for a round now (after a program queued data).
     pub kick: fn(),
 }
@@ -153,11 +153,17 @@ impl Sockets {
         }
     }
 
-    /// Waits for network activity, at most `timeout`.
-    pub(crate) fn wait_activity(&self, timeout: Duration) {
+    /// How far the network has moved: read it before looking at sockets, and give it to
+    /// [`Sockets::wait_activity`].
+    pub(crate) fn activity(&self) -> u64 {
+        self.network.map_or(0, |access| access.activity.count())
+    }
+
+    /// Waits until the network moved past `seen` (a round of the NIC loop), at most `timeout`.
+    pub(crate) fn wait_activity(&self, seen: u64, timeout: Duration) {
         match self.network {
             Some(access) => {
-                access.activity.wait_timeout(timeout, || None::<()>);
+                access.activity.wait_past(seen, timeout);
             }
             None => keel_task::sleep(timeout),
         }
@@ -183,6 +189,7 @@ fn with_stack<T>(
     let socket = sockets.table.get(&(fd as u32)).ok_or(code::NOTSOCK)?;
     let (endpoint, nonblocking) = (socket.endpoint, socket.nonblocking);
     loop {
+        let seen = access.activity.count();
         let result = {
             let mut guard = access.stack.lock();
             let stack = guard.as_mut().ok_or(code::NOTCONN)?;
@@ -194,9 +201,7 @@ fn with_stack<T>(
                     return Err(errno::INTR);
                 }
                 (access.kick)();
-                access
-                    .activity
-                    .wait_timeout(Duration::from_millis(10), || None::<()>);
+                access.activity.wait_past(seen, Duration::from_millis(10));
             }
             other => {
                 (access.kick)();
