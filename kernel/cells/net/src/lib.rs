@@ -137,7 +137,7 @@ pub enum TcpError {
 
 /// Receive and send buffer sizes of every TCP connection.
 const TCP_RX_BUFFER: usize = 32 * 1024;
-const TCP_TX_BUFFER: usize = 32 * 1024;
+const TCP_TX_BUFFER: usize = 64 * 1024;
 
 /// Why `ping` failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
