@@ -9,12 +9,14 @@
 
 extern crate alloc;
 
+pub mod dns;
+
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{dhcpv4, icmp, tcp};
+use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
@@ -94,6 +96,8 @@ impl Device for Queues {
 pub struct Ipv4Config {
     pub address: Ipv4Cidr,
     pub router: Option<Ipv4Address>,
+    /// The first DNS server DHCP named.
+    pub dns_server: Option<Ipv4Address>,
 }
 
 /// One network interface with its sockets.
@@ -109,6 +113,8 @@ pub struct Stack {
     listeners: Vec<Option<Listener>>,
     /// Connections the program closed: kept until their FIN exchange is over.
     closing: Vec<SocketHandle>,
+    /// The last local port handed out for outgoing connections and UDP sockets.
+    next_port: u16,
 }
 
 /// A listening TCP port: a pool of sockets in LISTEN state, one of which becomes each incoming
@@ -133,6 +139,8 @@ pub enum TcpError {
     NotConnected,
     /// The handle names nothing.
     BadHandle,
+    /// The peer refused the connection, or it could not be made.
+    Refused,
 }
 
 /// Receive and send buffer sizes of every TCP connection.
@@ -173,6 +181,7 @@ impl Stack {
             ipv4: None,
             listeners: Vec::new(),
             closing: Vec::new(),
+            next_port: 49152 + (now_ns % 16384) as u16,
         }
     }
 
@@ -316,6 +325,115 @@ impl Stack {
             .ok_or(TcpError::BadHandle)
     }
 
+    /// A local port for an outgoing connection or UDP socket (49152-65535, not in use).
+    fn ephemeral_port(&mut self) -> u16 {
+        loop {
+            self.next_port = if self.next_port == u16::MAX {
+                49152
+            } else {
+                self.next_port + 1
+            };
+            let port = self.next_port;
+            let taken = self.sockets.iter().any(|(_, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(t) => {
+                    t.local_endpoint().is_some_and(|e| e.port == port)
+                }
+                smoltcp::socket::Socket::Udp(u) => u.endpoint().port == port,
+                _ => false,
+            });
+            if !taken {
+                return port;
+            }
+        }
+    }
+
+    /// Starts a connection to `remote`:`port`; it is usable once [`Stack::tcp_connection`]
+    /// says so. Close it with [`Stack::tcp_close`].
+    pub fn tcp_connect(
+        &mut self,
+        remote: Ipv4Address,
+        port: u16,
+    ) -> Result<SocketHandle, TcpError> {
+        if self.ipv4.is_none() || port == 0 {
+            return Err(TcpError::NotConnected);
+        }
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_RX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_TX_BUFFER]),
+        );
+        let local = self.ephemeral_port();
+        socket
+            .connect(self.iface.context(), (IpAddress::Ipv4(remote), port), local)
+            .map_err(|_| TcpError::Refused)?;
+        Ok(self.sockets.add(socket))
+    }
+
+    /// Where an outgoing connection stands: `Ok(true)` established, `Ok(false)` still
+    /// connecting, `Err(Refused)` if it failed (reset, or timed out).
+    pub fn tcp_connection(&self, handle: SocketHandle) -> Result<bool, TcpError> {
+        match self.sockets.get::<tcp::Socket>(handle).state() {
+            tcp::State::SynSent | tcp::State::SynReceived => Ok(false),
+            tcp::State::Closed => Err(TcpError::Refused),
+            _ => Ok(true),
+        }
+    }
+
+    /// A UDP socket on `port` (0: any free port); returns it and the port.
+    pub fn udp_bind(&mut self, port: u16) -> Result<(SocketHandle, u16), TcpError> {
+        let taken = self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Udp(u) => u.endpoint().port == port,
+            _ => false,
+        });
+        if taken || port == 67 || port == 68 {
+            return Err(TcpError::AddressInUse);
+        }
+        let port = if port == 0 {
+            self.ephemeral_port()
+        } else {
+            port
+        };
+        let buffer =
+            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1024]);
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket.bind(port).map_err(|_| TcpError::AddressInUse)?;
+        Ok((self.sockets.add(socket), port))
+    }
+
+    /// Queues one datagram to `to`:`port`.
+    pub fn udp_send(
+        &mut self,
+        handle: SocketHandle,
+        to: Ipv4Address,
+        port: u16,
+        data: &[u8],
+    ) -> Result<(), TcpError> {
+        if self.ipv4.is_none() {
+            return Err(TcpError::NotConnected);
+        }
+        self.sockets
+            .get_mut::<udp::Socket>(handle)
+            .send_slice(data, (IpAddress::Ipv4(to), port))
+            .map_err(|e| match e {
+                udp::SendError::BufferFull => TcpError::WouldBlock,
+                udp::SendError::Unaddressable => TcpError::NotConnected,
+            })
+    }
+
+    /// The next datagram that arrived: its length (cut to `out`) and sender.
+    pub fn udp_recv(
+        &mut self,
+        handle: SocketHandle,
+        out: &mut [u8],
+    ) -> Result<(usize, Ipv4Address, u16), TcpError> {
+        let socket = self.sockets.get_mut::<udp::Socket>(handle);
+        let (payload, meta) = socket.recv().map_err(|_| TcpError::WouldBlock)?;
+        let n = payload.len().min(out.len());
+        out[..n].copy_from_slice(&payload[..n]);
+        match meta.endpoint.addr {
+            IpAddress::Ipv4(from) => Ok((n, from, meta.endpoint.port)),
+        }
+    }
+
     /// Reads what arrived on a connection: `Ok(0)` at the end of the stream.
     pub fn tcp_recv(&mut self, handle: SocketHandle, out: &mut [u8]) -> Result<usize, TcpError> {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
@@ -414,6 +532,7 @@ impl Stack {
                 self.ipv4 = Some(Ipv4Config {
                     address,
                     router: config.router,
+                    dns_server: config.dns_servers.first().copied(),
                 });
             }
             Some(dhcpv4::Event::Deconfigured) => {
@@ -438,7 +557,11 @@ impl Stack {
         if let Some(router) = router {
             let _ = self.iface.routes_mut().add_default_ipv4_route(router);
         }
-        self.ipv4 = Some(Ipv4Config { address, router });
+        self.ipv4 = Some(Ipv4Config {
+            address,
+            router,
+            dns_server: None,
+        });
     }
 
     /// Opens an ICMP echo endpoint with identifier `ident`; returns its handle.
@@ -622,6 +745,63 @@ mod tests {
         assert_eq!(server.accept(listener), Err(TcpError::WouldBlock));
         server.unlisten(listener);
         assert_eq!(server.accept(listener), Err(TcpError::BadHandle));
+    }
+
+    #[test]
+    fn outgoing_connections_connect_and_refusals_are_reported() {
+        let mut server = Stack::new(MAC_A, 0);
+        let mut client = Stack::new(MAC_B, 0);
+        let net = |last| Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, last), 24);
+        server.configure_static(net(1), None);
+        client.configure_static(net(2), None);
+        let listener = server.listen(8080, 1).unwrap();
+        let target = Ipv4Address::new(10, 0, 0, 1);
+        let outgoing = client.tcp_connect(target, 8080).unwrap();
+        assert_eq!(client.tcp_connection(outgoing), Ok(false));
+        exchange(&mut server, &mut client, 1_000_000);
+        assert_eq!(client.tcp_connection(outgoing), Ok(true));
+        let accepted = server.accept(listener).unwrap();
+        assert_eq!(client.tcp_send(outgoing, b"ping"), Ok(4));
+        exchange(&mut server, &mut client, 2_000_000);
+        let mut got = [0; 8];
+        assert_eq!(server.tcp_recv(accepted, &mut got), Ok(4));
+        assert_eq!(&got[..4], b"ping");
+
+        // Nothing listens on 81: the server's reset fails the connection.
+        let refused = client.tcp_connect(target, 81).unwrap();
+        exchange(&mut server, &mut client, 3_000_000);
+        assert_eq!(client.tcp_connection(refused), Err(TcpError::Refused));
+        let again = client.tcp_connect(target, 8080).unwrap();
+        assert_ne!(again, outgoing, "a new connection gets its own socket");
+    }
+
+    #[test]
+    fn udp_carries_a_dns_lookup_between_two_stacks() {
+        let mut server = Stack::new(MAC_A, 0);
+        let mut client = Stack::new(MAC_B, 0);
+        let net = |last| Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, last), 24);
+        server.configure_static(net(1), None);
+        client.configure_static(net(2), None);
+        let (service, port) = server.udp_bind(5353).unwrap();
+        assert_eq!(port, 5353);
+        assert_eq!(server.udp_bind(5353).err(), Some(TcpError::AddressInUse));
+        let (asker, local) = client.udp_bind(0).unwrap();
+        assert!(local >= 49152);
+        let query = dns::query(0x4b45, "keel.test").unwrap();
+        client
+            .udp_send(asker, Ipv4Address::new(10, 0, 0, 1), 5353, &query)
+            .unwrap();
+        exchange(&mut server, &mut client, 1_000_000);
+        let mut buf = [0; 512];
+        let (n, from, from_port) = server.udp_recv(service, &mut buf).unwrap();
+        assert_eq!((from, from_port), (Ipv4Address::new(10, 0, 0, 2), local));
+        let address = Ipv4Address::new(10, 0, 0, 42);
+        let answer = dns::answer(&buf[..n], &[address]).unwrap();
+        server.udp_send(service, from, from_port, &answer).unwrap();
+        exchange(&mut server, &mut client, 2_000_000);
+        let (n, _, _) = client.udp_recv(asker, &mut buf).unwrap();
+        assert_eq!(dns::addresses(0x4b45, &buf[..n]), Ok(Some(vec![address])));
+        assert_eq!(client.udp_recv(asker, &mut buf), Err(TcpError::WouldBlock));
     }
 
     #[test]
