@@ -134,7 +134,7 @@ check_imports() {
 check_tools
 
 c="$apps_dir/c"
-for app in hello echo cat ls wc cp rm mkdir sleep trap memtouch mkdata sortbench hostcall httpd fsbench; do
+for app in hello echo cat ls wc cp rm mkdir sleep trap memtouch mkdata sortbench hostcall httpd fsbench fetch; do
     build_c "$app" "$c/$app.c"
 done
 for app in sha256sum shabench randio; do

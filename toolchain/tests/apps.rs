@@ -472,3 +472,97 @@ fn httpd_serves_files_to_the_host() {
         Ok(())
     });
 }
+
+/// A host HTTP server on 127.0.0.1 (the guest reaches it as 10.0.2.2) that answers every
+/// request on one connection with `body`; returns its port.
+fn serve_once_on_the_host(body: &'static [u8]) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::{Read, Write};
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let ok = request.starts_with(b"GET /greeting HTTP/1.0\r\n");
+            let head = if ok {
+                format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+            } else {
+                "HTTP/1.0 404 Not Found\r\n\r\n".to_string()
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if ok {
+                let _ = stream.write_all(body);
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// A host DNS server on 127.0.0.1 (10.0.2.2 to the guest) that knows one name; returns its
+/// port.
+fn name_server_on_the_host(name: &'static str, address: [u8; 4]) -> Result<u16> {
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+    let port = socket.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let known = keel_net::dns::query(u16::from_be_bytes([buf[0], buf[1]]), name)
+                .is_ok_and(|q| q.get(12..) == buf.get(12..n));
+            let addresses: &[keel_net::Ipv4] = if known {
+                &[keel_net::Ipv4::from(address)]
+            } else {
+                &[]
+            };
+            if let Ok(answer) = keel_net::dns::answer(&buf[..n], addresses) {
+                let _ = socket.send_to(&answer, from);
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// Programs reach out: `run --connect` gives a program a TCP connection to a server on the
+/// host (through QEMU's user network), and `host` looks names up by DNS at a name server the
+/// test runs. Refused connections and unknown names are clear errors.
+#[test]
+fn programs_connect_out_and_names_resolve_by_dns() {
+    with_vm(|vm| {
+        for _ in 0..40 {
+            if vm.command("ifconfig")?.contains("inet 10.0.2.15") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let port = serve_once_on_the_host(b"hello from the host\n")?;
+        let out = run(vm, &format!("run --connect=10.0.2.2:{port} fetch /greeting"))?;
+        ensure!(
+            out.contains("HTTP/1.0 200 OK") && out.contains("hello from the host"),
+            "fetch: {out:?}"
+        );
+        let closed = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        let out = run(vm, &format!("run --connect=10.0.2.2:{closed} fetch /greeting"))?;
+        ensure!(
+            out.contains("connection refused") || out.contains("no answer"),
+            "a closed port: {out:?}"
+        );
+        let dns = name_server_on_the_host("keel.test", [10, 0, 2, 77])?;
+        let out = run(vm, &format!("host keel.test 10.0.2.2:{dns}"))?;
+        ensure!(
+            out.contains("keel.test has address 10.0.2.77"),
+            "host: {out:?}"
+        );
+        let out = run(vm, &format!("host nowhere.test 10.0.2.2:{dns}"))?;
+        ensure!(out.contains("no such host"), "an unknown name: {out:?}");
+        let out = run(vm, "host bad..name")?;
+        ensure!(out.contains("not a valid host name"), "a bad name: {out:?}");
+        Ok(())
+    });
+}

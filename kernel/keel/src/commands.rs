@@ -33,7 +33,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "run",
-        usage: "run <program> [args...] - run a WebAssembly program (or type its name)",
+        usage: "run [--dir=PATH] [--listen=PORT] [--connect=HOST:PORT] <program> [args...] [&] - run a WebAssembly program (or type its name)",
         run: crate::programs::run,
     },
     Command {
@@ -55,6 +55,11 @@ pub static COMMANDS: &[Command] = &[
         name: "ifconfig",
         usage: "ifconfig [-v] - the network interface: address, link, packets and errors (-v: CPU per packet)",
         run: crate::net::ifconfig,
+    },
+    Command {
+        name: "host",
+        usage: "host NAME [A.B.C.D[:PORT]] - look a name up by DNS (default server: DHCP's)",
+        run: crate::net::host,
     },
     Command {
         name: "ping",

@@ -1,11 +1,13 @@
 //! `ifconfig` and `ping`: the network interface that a NIC driver component serves.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::time::Duration;
 use keel_console::println;
 use keel_dd_host::nic::NETWORK;
 use keel_net::Ipv4 as Ipv4Address;
+use keel_net::dns::DnsError;
 
 /// `ifconfig [-v]`: hardware address, IPv4 address and router, link, packet and error
 /// counters; `-v` adds where the NIC loop's CPU time went, per packet.
@@ -163,5 +165,149 @@ pub fn ping(args: &[String]) -> Result<(), String> {
 fn close(handle: keel_net::SocketHandle) {
     if let Some(stack) = NETWORK.lock().as_mut() {
         stack.close(handle);
+    }
+}
+
+/// Runs `check` on the stack after each round of the NIC loop (asking for rounds) until it
+/// gives an answer or `timeout` passes.
+fn wait_for_network<T>(
+    timeout: Duration,
+    mut check: impl FnMut(&mut keel_net::Stack) -> Option<T>,
+) -> Option<T> {
+    let deadline = keel_time::now_ns() + timeout.as_nanos() as u64;
+    loop {
+        let seen = keel_dd_host::nic::ACTIVITY.count();
+        if let Some(answer) = NETWORK.lock().as_mut().and_then(&mut check) {
+            return Some(answer);
+        }
+        let now = keel_time::now_ns();
+        if now >= deadline {
+            return None;
+        }
+        keel_dd_host::nic::kick();
+        keel_dd_host::nic::ACTIVITY.wait_past(seen, Duration::from_nanos(deadline - now));
+    }
+}
+
+/// `A.B.C.D[:PORT]`.
+fn parse_endpoint(text: &str, default_port: u16) -> Option<(Ipv4Address, u16)> {
+    match text.split_once(':') {
+        Some((host, port)) => Some((parse_ipv4(host)?, port.parse().ok().filter(|&p| p != 0)?)),
+        None => Some((parse_ipv4(text)?, default_port)),
+    }
+}
+
+/// Tries per DNS query and how long each waits for its answer.
+const DNS_TRIES: u32 = 3;
+const DNS_WAIT: Duration = Duration::from_secs(2);
+
+/// The IPv4 addresses of `name`: a dotted quad is its own answer; anything else is looked up
+/// by DNS at `server` (default: the server DHCP named, on port 53).
+pub fn resolve(name: &str, server: Option<(Ipv4Address, u16)>) -> Result<Vec<Ipv4Address>, String> {
+    if let Some(address) = parse_ipv4(name) {
+        return Ok(alloc::vec![address]);
+    }
+    let (socket, server) = {
+        let mut network = NETWORK.lock();
+        let stack = network
+            .as_mut()
+            .ok_or_else(|| String::from("no network interface (see 'drivers')"))?;
+        let server = server
+            .or_else(|| stack.ipv4()?.dns_server.map(|s| (s, 53)))
+            .ok_or_else(|| DnsError::NoServer.to_string())?;
+        let (socket, _) = stack
+            .udp_bind(0)
+            .map_err(|e| format!("no UDP socket: {e:?}"))?;
+        (socket, server)
+    };
+    let id = (keel_time::now_ns() as u16) | 1;
+    let result = (|| {
+        let query = keel_net::dns::query(id, name).map_err(|e| e.to_string())?;
+        for _ in 0..DNS_TRIES {
+            NETWORK
+                .lock()
+                .as_mut()
+                .ok_or("the network went away")?
+                .udp_send(socket, server.0, server.1, &query)
+                .map_err(|e| format!("sending the query: {e:?}"))?;
+            let answer = wait_for_network(DNS_WAIT, |stack| {
+                let mut buf = [0u8; 512];
+                while let Ok((n, from, port)) = stack.udp_recv(socket, &mut buf) {
+                    if (from, port) != server {
+                        continue;
+                    }
+                    match keel_net::dns::addresses(id, &buf[..n]) {
+                        Ok(None) => continue,
+                        Ok(Some(found)) => return Some(Ok(found)),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                None
+            });
+            if let Some(answer) = answer {
+                return answer.map_err(|e| e.to_string());
+            }
+        }
+        Err(DnsError::TimedOut.to_string())
+    })();
+    if let Some(stack) = NETWORK.lock().as_mut() {
+        stack.close(socket);
+    }
+    result
+}
+
+/// `host NAME [SERVER[:PORT]]`: the IPv4 addresses of a name, by DNS.
+pub fn host(args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: host NAME [A.B.C.D[:PORT]] (the DNS server; default: DHCP's)";
+    let (name, server) = match args {
+        [name] => (name, None),
+        [name, server] => (
+            name,
+            Some(
+                parse_endpoint(server, 53)
+                    .ok_or_else(|| format!("bad server '{server}' ({USAGE})"))?,
+            ),
+        ),
+        _ => return Err(String::from(USAGE)),
+    };
+    for address in resolve(name, server).map_err(|e| format!("{name}: {e}"))? {
+        println!("{name} has address {address}");
+    }
+    Ok(())
+}
+
+/// How long a connection for `run --connect` may take to set up.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a TCP connection to `HOST:PORT` (a name is looked up by DNS) for a program.
+pub fn connect(target: &str) -> Result<keel_net::SocketHandle, String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|&p| p != 0)?)))
+        .ok_or_else(|| format!("--connect needs HOST:PORT, not '{target}'"))?;
+    let address = resolve(host, None)?[0];
+    let handle = NETWORK
+        .lock()
+        .as_mut()
+        .ok_or_else(|| String::from("no network interface (see 'drivers')"))?
+        .tcp_connect(address, port)
+        .map_err(|_| format!("{target}: the interface has no address yet (DHCP)"))?;
+    keel_dd_host::nic::kick();
+    let outcome = wait_for_network(CONNECT_WAIT, |stack| match stack.tcp_connection(handle) {
+        Ok(false) => None,
+        Ok(true) => Some(Ok(())),
+        Err(_) => Some(Err(format!(
+            "{target} ({address}:{port}): connection refused"
+        ))),
+    })
+    .unwrap_or_else(|| Err(format!("{target} ({address}:{port}): no answer")));
+    match outcome {
+        Ok(()) => Ok(handle),
+        Err(why) => {
+            if let Some(stack) = NETWORK.lock().as_mut() {
+                stack.tcp_close(handle);
+            }
+            Err(why)
+        }
     }
 }

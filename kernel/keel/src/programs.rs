@@ -114,6 +114,7 @@ pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
         background,
         alloc::vec![String::from("/")],
         Vec::new(),
+        Vec::new(),
     )
 }
 
@@ -123,8 +124,19 @@ fn run_with_directories(
     background: bool,
     preopens: Vec<String>,
     listen: Vec<u16>,
+    connect: Vec<String>,
 ) -> Result<(), String> {
     let program = program(name)?;
+    let mut connected = Vec::with_capacity(connect.len());
+    for target in &connect {
+        match crate::net::connect(target) {
+            Ok(handle) => connected.push(handle),
+            Err(why) => {
+                close_connections(&connected);
+                return Err(why);
+            }
+        }
+    }
     let mut argv = Vec::with_capacity(args.len() + 1);
     argv.push(name.to_string());
     argv.extend(args.iter().cloned());
@@ -137,6 +149,7 @@ fn run_with_directories(
                 vfs: crate::files::vfs(),
                 preopens,
                 listen,
+                connected,
                 network: Some(keel_wasm::NetworkAccess {
                     stack: &keel_dd_host::nic::NETWORK,
                     activity: &keel_dd_host::nic::ACTIVITY,
@@ -172,13 +185,17 @@ fn run_with_directories(
     Ok(())
 }
 
-/// `run [--dir=PATH]... [--listen=PORT]... <program> [args...] [&]`: each `--dir` gives the
-/// program that directory (and what is below it; without any, it gets `/`); each `--listen`
-/// gives it a listening TCP socket on that port (the first one's descriptor is in `LISTEN_FD`).
+/// `run [--dir=PATH]... [--listen=PORT]... [--connect=HOST:PORT]... <program> [args...] [&]`:
+/// each `--dir` gives the program that directory (and what is below it; without any, it gets
+/// `/`); each `--listen` gives it a listening TCP socket on that port (the first one's
+/// descriptor is in `LISTEN_FD`); each `--connect` a TCP connection the kernel opens before the
+/// program starts, HOST being an address or a name looked up by DNS (`CONNECT_FD`).
 pub fn run(args: &[String]) -> Result<(), String> {
-    const USAGE: &str = "usage: run [--dir=PATH]... [--listen=PORT]... <program> [args...] [&]";
+    const USAGE: &str = "usage: run [--dir=PATH]... [--listen=PORT]... [--connect=HOST:PORT]... \
+                         <program> [args...] [&]";
     let mut preopens = Vec::new();
     let mut listen = Vec::new();
+    let mut connect = Vec::new();
     let mut rest = args;
     while let Some((first, tail)) = rest.split_first() {
         if let Some(path) = first.strip_prefix("--dir=") {
@@ -193,6 +210,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 .filter(|&p| p != 0)
                 .ok_or_else(|| format!("--listen needs a port from 1 to 65535, not '{port}'"))?;
             listen.push(port);
+        } else if let Some(target) = first.strip_prefix("--connect=") {
+            connect.push(String::from(target));
         } else {
             break;
         }
@@ -209,7 +228,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         rest
     };
-    run_with_directories(name, rest, background, preopens, listen)
+    run_with_directories(name, rest, background, preopens, listen, connect)
+}
+
+/// Closes connections opened for a program that did not start.
+fn close_connections(handles: &[keel_net::SocketHandle]) {
+    if let Some(stack) = keel_dd_host::nic::NETWORK.lock().as_mut() {
+        for &handle in handles {
+            stack.tcp_close(handle);
+        }
+    }
 }
 
 /// `apps`: the programs in the boot image.

@@ -583,6 +583,9 @@ pub struct Directories {
     pub preopens: Vec<String>,
     /// TCP ports to give the program as listening sockets (`LISTEN_FD` names the first).
     pub listen: Vec<u16>,
+    /// Established outgoing TCP connections to give the program (`CONNECT_FD` names the
+    /// first); they close with it.
+    pub connected: Vec<keel_net::SocketHandle>,
     pub network: Option<crate::wasi_sock::NetworkAccess>,
 }
 
@@ -602,12 +605,18 @@ pub fn run(
         fds.insert(dir)
             .map_err(|e| RunError::Instantiate(format!("{e}")))?;
     }
-    let (sockets, listen_fds) =
-        crate::wasi_sock::Sockets::listen(directories.network, &directories.listen)
-            .map_err(RunError::Instantiate)?;
+    let (sockets, listen_fds, connected_fds) = crate::wasi_sock::Sockets::open(
+        directories.network,
+        &directories.listen,
+        &directories.connected,
+    )
+    .map_err(RunError::Instantiate)?;
     let mut env = alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")];
     if let Some(fd) = listen_fds.first() {
         env.push(format!("LISTEN_FD={fd}"));
+    }
+    if let Some(fd) = connected_fds.first() {
+        env.push(format!("CONNECT_FD={fd}"));
     }
     let ctx = Ctx {
         vfs: directories.vfs,

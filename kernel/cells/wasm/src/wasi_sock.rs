@@ -1,7 +1,8 @@
 //! WASI preview1 sockets: `sock_accept`, `sock_recv`, `sock_send`, `sock_shutdown`, and
 //! `fd_read`/`fd_write`/`fd_close`/`fd_fdstat_*`/`poll_oneoff` on socket descriptors. Preview1
-//! cannot create sockets: a program is given listening TCP sockets when it starts
-//! (`run --listen=PORT`), numbered from [`SOCKET_FD_BASE`] and named in `LISTEN_FD`.
+//! cannot create sockets: a program is given listening TCP sockets (`run --listen=PORT`, named
+//! in `LISTEN_FD`) and connections the kernel opened for it (`run --connect=HOST:PORT`, named in
+//! `CONNECT_FD`) when it starts, numbered from [`SOCKET_FD_BASE`].
 
 use crate::wasi::{Ctx, HostFunctions, errno, read_bytes, write_bytes, write_u32};
 use crate::wasi_fs::iovecs;
@@ -18,6 +19,7 @@ pub const SOCKET_FD_BASE: u32 = 1024;
 
 mod code {
     pub const AGAIN: i32 = 6;
+    pub const CONNREFUSED: i32 = 14;
     pub const NOTCONN: i32 = 53;
     pub const NOTSOCK: i32 = 57;
     pub const PIPE: i32 = 64;
@@ -61,22 +63,37 @@ fn tcp_errno(e: TcpError) -> i32 {
         TcpError::AddressInUse => code::ADDRINUSE,
         TcpError::NotConnected => code::NOTCONN,
         TcpError::BadHandle => errno::BADF,
+        TcpError::Refused => code::CONNREFUSED,
     }
 }
 
 impl Sockets {
-    /// Gives the program listening sockets on `ports`; returns their descriptors.
-    pub(crate) fn listen(
+    /// Gives the program listening sockets on `ports` and the established connections
+    /// `connected` (which it owns from now on); returns the descriptors of each.
+    pub(crate) fn open(
         network: Option<NetworkAccess>,
         ports: &[u16],
-    ) -> Result<(Self, Vec<u32>), alloc::string::String> {
+        connected: &[SocketHandle],
+    ) -> Result<(Self, Vec<u32>, Vec<u32>), alloc::string::String> {
         let mut sockets = Sockets {
             network,
             table: BTreeMap::new(),
         };
+        let mut streams = Vec::new();
+        for &handle in connected {
+            let fd = sockets.next_fd();
+            sockets.table.insert(
+                fd,
+                SocketFd {
+                    endpoint: Endpoint::Stream(handle),
+                    nonblocking: false,
+                },
+            );
+            streams.push(fd);
+        }
         let mut fds = Vec::new();
         if ports.is_empty() {
-            return Ok((sockets, fds));
+            return Ok((sockets, fds, streams));
         }
         let access = network.ok_or("no network (is a NIC driver running? see 'drivers')")?;
         let mut guard = access.stack.lock();
@@ -87,7 +104,7 @@ impl Sockets {
             let listener = stack
                 .listen(port, 16)
                 .map_err(|_| alloc::format!("port {port} is in use"))?;
-            let fd = SOCKET_FD_BASE + sockets.table.len() as u32;
+            let fd = sockets.next_fd();
             sockets.table.insert(
                 fd,
                 SocketFd {
@@ -97,7 +114,7 @@ impl Sockets {
             );
             fds.push(fd);
         }
-        Ok((sockets, fds))
+        Ok((sockets, fds, streams))
     }
 
     pub(crate) fn is_socket(&self, fd: i32) -> bool {
