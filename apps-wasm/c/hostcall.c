@@ -4,6 +4,8 @@
  *
  * clock_res_get does almost nothing on the host side, so the figure is the price of crossing
  * between Wasm and the host and back. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

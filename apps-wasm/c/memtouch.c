@@ -1,6 +1,8 @@
 /* memtouch: allocates RESERVE MiB, writes to the first TOUCH MiB of it, reports, then waits
  * SECONDS (default 0) before exiting. Shows what a host commits for memory a program has but
  * does not use: on Keel, only touched pages take RAM. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,6 @@
 /* sleep: waits for the given number of seconds (a decimal fraction is allowed). */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
