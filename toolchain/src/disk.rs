@@ -69,6 +69,27 @@ pub fn create_fat32_image_with_partition(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    if path.exists() {
+        bail!("{} already exists", path.display());
+    }
+    // Made under another name and renamed when complete, so a failure leaves no half-made
+    // image that would later pass for a good one.
+    let partial = scratch(path, "partial");
+    let made = fill_image(&partial, bytes, partition_bytes, label, files)
+        .and_then(|()| Ok(std::fs::rename(&partial, path)?));
+    if made.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    made
+}
+
+fn fill_image(
+    path: &Path,
+    bytes: u64,
+    partition_bytes: u64,
+    label: &str,
+    files: &[(&str, &[u8])],
+) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

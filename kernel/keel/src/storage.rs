@@ -28,6 +28,8 @@ struct Volume {
     device: Arc<dyn BlockDevice>,
     /// What is on it: `disk`, `part`, plus the file system found.
     kind: &'static str,
+    /// Where it starts on its disk (0 for the disk itself).
+    first_lba: u64,
     fs_type: Option<&'static str>,
     mounted: Option<Mounted>,
 }
@@ -38,7 +40,11 @@ struct Mounted {
     fs: Arc<FatFs>,
 }
 
+/// Held only for moments (it turns interrupts off): never across disk I/O.
 static VOLUMES: IrqSafeMutex<Vec<Volume>> = IrqSafeMutex::new(Vec::new());
+/// Mounts and unmounts one at a time, so a volume cannot be mounted twice by a boot-time
+/// mount racing a user's (two FAT caches on one partition would corrupt it).
+static MOUNTING: keel_task::Mutex<()> = keel_task::Mutex::new(());
 
 /// Starts the task that finds the disks' volumes and mounts them.
 pub fn start() {
@@ -71,6 +77,7 @@ fn add_disk(disk: Arc<keel_dd_host::block::DriverDisk>) {
         disk: name.clone(),
         device: device.clone(),
         kind: "disk",
+        first_lba: 0,
         fs_type: None,
         mounted: None,
     };
@@ -85,6 +92,7 @@ fn add_disk(disk: Arc<keel_dd_host::block::DriverDisk>) {
                         disk: name.clone(),
                         device: Arc::new(part),
                         kind: "part",
+                        first_lba: info.first_lba,
                         fs_type: info.may_hold_fat().then_some("vfat"),
                         mounted: None,
                     }),
@@ -149,6 +157,7 @@ fn volume(name: &str) -> Result<Volume, String> {
 
 /// Mounts the FAT volume `name` at `path`, making the directory if it is missing.
 fn mount(name: &str, path: &str) -> Result<(), String> {
+    let _one_at_a_time = MOUNTING.lock();
     let volume = volume(name)?;
     if let Some(mounted) = &volume.mounted {
         return Err(format!("{name} is already mounted at {}", mounted.path));
@@ -174,40 +183,46 @@ fn mount(name: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn unmount(path: &str) -> Result<(), String> {
-    let name = VOLUMES
-        .lock()
-        .iter()
-        .find(|v| v.mounted.as_ref().is_some_and(|m| m.path == path))
-        .map(|v| v.name.clone())
-        .ok_or_else(|| format!("nothing is mounted at {path}"))?;
-    crate::files::vfs()
-        .unmount(path)
-        .map_err(|e| format!("{path}: {e}"))?;
-    if let Some(v) = VOLUMES.lock().iter_mut().find(|v| v.name == name)
-        && let Some(mounted) = v.mounted.take()
-    {
-        mounted.fs.unmount().map_err(|e| format!("{path}: {e}"))?;
+/// The mount point as recorded (`/disk/` and `/disk` are the same).
+fn mount_point(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
     }
-    Ok(())
 }
 
-/// Writes every mounted file system's changes to its disk; the errors, if any.
-pub fn sync_all() -> Result<(), String> {
-    let mounted: Vec<(String, Arc<FatFs>)> = VOLUMES
+/// Detaches the volume at `path` and leaves it clean. With `force` (power-off), a volume still
+/// in use by a program is written out and retired anyway; otherwise that is an error.
+fn unmount(path: &str, force: bool) -> Result<(), String> {
+    let _one_at_a_time = MOUNTING.lock();
+    let path = mount_point(path);
+    let (name, fs) = VOLUMES
         .lock()
         .iter()
-        .filter_map(|v| v.mounted.as_ref().map(|m| (m.path.clone(), m.fs.clone())))
-        .collect();
-    let errors: Vec<String> = mounted
-        .iter()
-        .filter_map(|(path, fs)| fs.sync().err().map(|e| format!("{path}: {e}")))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join(", "))
+        .find_map(|v| {
+            let m = v.mounted.as_ref().filter(|m| m.path == path)?;
+            Some((v.name.clone(), m.fs.clone()))
+        })
+        .ok_or_else(|| format!("nothing is mounted at {path}"))?;
+    let detached = crate::files::vfs().unmount(path);
+    if let Err(e) = &detached
+        && !force
+    {
+        return Err(format!("{path}: {e}"));
     }
+    if let Some(v) = VOLUMES.lock().iter_mut().find(|v| v.name == name)
+        && detached.is_ok()
+    {
+        v.mounted = None;
+    }
+    fs.unmount().map_err(|e| format!("{path}: {e}"))
+}
+
+/// Writes every mounted file system's changes to its disk.
+pub fn sync_all() -> Result<(), String> {
+    crate::files::vfs()
+        .sync_all()
+        .map_err(|e| format!("sync: {e}"))
 }
 
 /// Before power-off or reset: every volume unmounted, so each is left clean.
@@ -218,7 +233,7 @@ pub fn unmount_all() {
         .filter_map(|v| v.mounted.as_ref().map(|m| m.path.clone()))
         .collect();
     for path in paths {
-        if let Err(why) = unmount(&path) {
+        if let Err(why) = unmount(&path, true) {
             println!("storage: {why}");
         }
     }
@@ -261,9 +276,14 @@ pub fn lsblk(args: &[String]) -> Result<(), String> {
             disk.name,
             human(disk.size_bytes()),
             "disk",
-            own.and_then(|v| v.fs_type).unwrap_or("-"),
-            own.and_then(|v| v.mounted.as_ref())
-                .map_or("-", |m| m.path.as_str()),
+            match own {
+                Some(v) => v.fs_type.unwrap_or("-"),
+                None => "?",
+            },
+            match own {
+                Some(v) => v.mounted.as_ref().map_or("-", |m| m.path.as_str()),
+                None => "(scanning)",
+            },
             disk.info.model,
             disk.info.serial,
             disk.info.sector_size,
@@ -299,10 +319,16 @@ pub fn df(args: &[String]) -> Result<(), String> {
         String::from("/"),
         crate::files::root_usage(),
     )];
-    for v in VOLUMES.lock().iter() {
-        if let Some(m) = &v.mounted {
-            rows.push((v.name.clone(), m.path.clone(), m.fs.usage()));
-        }
+    let mounted: Vec<(String, String, Arc<FatFs>)> = VOLUMES
+        .lock()
+        .iter()
+        .filter_map(|v| {
+            let m = v.mounted.as_ref()?;
+            Some((v.name.clone(), m.path.clone(), m.fs.clone()))
+        })
+        .collect();
+    for (name, path, fs) in mounted {
+        rows.push((name, path, fs.usage()));
     }
     for (name, path, usage) in rows {
         let Some(u) = usage else {
@@ -350,7 +376,7 @@ pub fn mount_command(args: &[String]) -> Result<(), String> {
 /// `umount PATH`: writes the volume's changes and detaches it.
 pub fn umount_command(args: &[String]) -> Result<(), String> {
     match args {
-        [path] => unmount(path),
+        [path] => unmount(path, false),
         _ => Err(String::from("usage: umount /PATH")),
     }
 }
@@ -427,7 +453,25 @@ pub fn blk_command(args: &[String]) -> Result<(), String> {
             .ok()
             .filter(|m| (1..=1024).contains(m))
             .ok_or_else(|| format!("bad MIB '{mib}' (1 to 1024)"))?;
-        return bench(&volume(name)?.device, first, mib).map_err(|e| format!("{name}: {e}"));
+        let target = volume(name)?;
+        let end = first.saturating_add(mib << 20 >> 9);
+        // The volume itself mounted, or (for a whole disk) a mounted partition in the range.
+        let overlaps_mount = target.mounted.is_some()
+            || VOLUMES.lock().iter().any(|v| {
+                let (start, stop) = (v.first_lba, v.first_lba + v.device.sector_count());
+                target.kind == "disk"
+                    && v.disk == target.name
+                    && v.kind == "part"
+                    && v.mounted.is_some()
+                    && first < stop
+                    && start < end
+            });
+        if overlaps_mount {
+            return Err(format!(
+                "{name}: sectors {first}..{end} hold a mounted file system (umount it first)"
+            ));
+        }
+        return bench(&target.device, first, mib).map_err(|e| format!("{name}: {e}"));
     }
     let (name, lba, count) = match args {
         [op, name, lba] if op == "read" => (name, lba, "1"),

@@ -441,6 +441,20 @@ impl Vfs {
         if components.is_empty() {
             return Err(Errno::Busy);
         }
+        // Written out before the mount table is locked: a sync waits for the disk, and every
+        // path lookup in the system would spin on the lock meanwhile. What is written between
+        // this sync and the detach below is the returned file system's to write (FatFs does
+        // when it is unmounted or dropped).
+        let fs = {
+            let table = self.table.read();
+            table
+                .mounts
+                .iter()
+                .find(|m| m.live && m.path == components)
+                .map(|m| m.fs.clone())
+                .ok_or(Errno::Inval)?
+        };
+        fs.sync()?;
         let mut table = self.table.write();
         let index = table
             .mounts
@@ -455,7 +469,6 @@ impl Vfs {
         if mounted_inside || Arc::strong_count(&table.mounts[index].handles) > 1 {
             return Err(Errno::Busy);
         }
-        table.mounts[index].fs.sync()?;
         let gone = core::mem::replace(&mut table.mounts[index], Mount::free_slot());
         Ok(gone.fs)
     }
