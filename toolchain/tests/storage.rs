@@ -286,10 +286,11 @@ fn a_blank_disk_or_no_disk_is_handled() {
         .and_then(|f| f.set_len(16 << 20))
         .unwrap();
     with_disk(image.path(), |vm| {
+        // Until the storage task has looked at the disk, lsblk says "(scanning)".
         let mut lsblk = String::new();
         for _ in 0..80 {
             lsblk = vm.command("lsblk")?;
-            if lsblk.contains("sd0") {
+            if lsblk.contains("sd0") && !lsblk.contains("(scanning)") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -313,6 +314,14 @@ fn a_blank_disk_or_no_disk_is_handled() {
     });
     let (mut vm, _) = Vm::boot_to_prompt().unwrap_or_else(|e| panic!("{e:#}"));
     let result = (|| -> Result<()> {
+        // The AHCI driver is up (it found only the CD-ROM), so "no disks" is its answer.
+        let drivers = vm.command("drivers")?;
+        ensure!(
+            drivers
+                .lines()
+                .any(|l| l.contains(" ahci ") && l.contains(" running ")),
+            "the AHCI driver: {drivers:?}"
+        );
         let lsblk = vm.command("lsblk")?;
         ensure!(
             lsblk.contains("no disks"),
@@ -323,4 +332,73 @@ fn a_blank_disk_or_no_disk_is_handled() {
         Ok(())
     })();
     result.unwrap_or_else(|e| panic!("{:#}", vm.with_transcript(e)));
+}
+
+/// The row of `drivers` for the AHCI driver once it shows `want` (a bounded number of looks).
+fn ahci_row(vm: &mut Vm, want: &str) -> Result<String> {
+    let mut row = String::new();
+    for _ in 0..60 {
+        let drivers = vm.command("drivers")?;
+        row = drivers
+            .lines()
+            .find(|l| l.contains(" ahci "))
+            .unwrap_or_default()
+            .to_string();
+        if row.contains(want) {
+            return Ok(row);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(anyhow!("the ahci row never showed {want:?}: {row:?}"))
+}
+
+/// A block driver that dies takes its disk's I/O down and nothing else: reads fail with an
+/// error, the shell goes on, `df` answers while a program writes; `drivers restart ahci`
+/// serves the same disk again and the mounted volume works without remounting.
+#[test]
+fn a_block_driver_that_dies_is_contained_and_restarts() {
+    let image = Image::new("restart");
+    create_fat32_image(
+        image.path(),
+        IMAGE_BYTES,
+        "KEELTEST",
+        &[("README.TXT", b"still here\n")],
+    )
+    .unwrap();
+    with_disk(image.path(), |vm| {
+        wait_for_mount(vm)?;
+        let out = vm.command("run randio /disk/busy.bin 16 3 &")?;
+        ensure!(out.contains("] randio"), "randio did not start: {out:?}");
+        let df = vm.command("df")?;
+        ensure!(df.contains(" /disk"), "df while writing: {df:?}");
+        let row = ahci_row(vm, " running ")?;
+        let task: u64 = row
+            .split_whitespace()
+            .nth(3)
+            .context("no task column")?
+            .parse()
+            .context("task id")?;
+        let out = vm.command(&format!("kill {task}"))?;
+        ensure!(out.contains(&format!("killed task {task}")), "kill: {out:?}");
+        let row = ahci_row(vm, " failed ")?;
+        ensure!(row.contains("killed"), "why it stopped: {row:?}");
+        let read = vm.command("blk read sd0 0 1")?;
+        ensure!(read.contains("device gone"), "a read without a driver: {read:?}");
+        let up = vm.command("uptime")?;
+        ensure!(up.starts_with("up "), "shell: {up:?}");
+
+        let out = vm.command("drivers restart ahci")?;
+        ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
+        ahci_row(vm, " running ")?;
+        let text = vm.command("cat /disk/README.TXT")?;
+        ensure!(text.contains("still here"), "/disk after the restart: {text:?}");
+        let lsblk = vm.command("lsblk")?;
+        ensure!(
+            !lsblk.contains("sd1"),
+            "the restarted driver serves the same disk: {lsblk:?}"
+        );
+        let digest = vm.command_with_timeout("randio /disk/after.bin 4 8", LONG_COMMAND)?;
+        ensure!(digest.contains(" 0 mismatches"), "randio after: {digest:?}");
+        Ok(())
+    });
 }

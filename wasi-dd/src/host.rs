@@ -252,6 +252,12 @@ impl<P: Platform> DriverHost<P> {
         Ok(())
     }
 
+    /// Gives a buffer the host holds back (a `Resource` dropped on the host side frees
+    /// nothing: the memory stays in the instance's table until this).
+    pub fn free_buffer(&mut self, buffer: Resource<dma::DmaBuffer>) {
+        let _ = dma::HostDmaBuffer::drop(self, buffer);
+    }
+
     /// Size of a buffer, or `None` for a handle that is not a live buffer of this instance.
     pub fn buffer_size(&mut self, buffer: &Resource<dma::DmaBuffer>) -> Option<u64> {
         self.dma_entry(buffer).ok().map(|window| window.size)

@@ -4,6 +4,7 @@
 //! and hands back results as the driver completes them. Payloads never pass through the driver:
 //! the host fills and empties the buffers, the device moves them by DMA.
 
+use crate::call_error;
 use crate::platform::{InterruptSlot, KeelPlatform};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -17,6 +18,7 @@ use keel_task::WaitQueue;
 use wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::{BlockOp, BlockRequest};
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::host::wasi_dd::dd::types::ErrorCode;
+use wasi_dd::types::PciAddress;
 use wasi_dd::{BlockDriver, DriverHost};
 use wasmtime::Store;
 use wasmtime::component::Resource;
@@ -49,8 +51,11 @@ pub struct DriverDisk {
     pub name: String,
     pub driver: String,
     pub info: DiskInfo,
+    /// The controller and its name for the disk: a restarted driver on the same controller
+    /// serves the same `DriverDisk` again (mounted file systems keep working).
+    function: PciAddress,
     index: u32,
-    queue: Arc<RequestQueue>,
+    queue: IrqSafeMutex<Arc<RequestQueue>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,37 +102,62 @@ struct Pending {
 }
 
 /// The requests of one driver instance's disks, between the tasks that make them and the
-/// driver's task that serves them.
+/// driver's task that serves them. One lock covers both fields, so a request is either queued
+/// before the driver stops (and failed by `stop`) or refused after: never left behind.
 struct RequestQueue {
-    pending: IrqSafeMutex<VecDeque<Pending>>,
-    /// Why the driver stopped serving, once it has: every request from then on fails.
-    stopped: IrqSafeMutex<Option<String>>,
+    state: IrqSafeMutex<QueueState>,
     interrupts: Arc<InterruptSlot>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: VecDeque<Pending>,
+    /// Why the driver stopped serving, once it has: every request from then on fails.
+    stopped: Option<String>,
 }
 
 impl RequestQueue {
     fn push(&self, request: Pending) {
-        if self.stopped.lock().is_some() {
-            request.reply.complete(Err(BlockError::Gone));
-            return;
+        let refused = {
+            let mut state = self.state.lock();
+            if state.stopped.is_some() {
+                Some(request)
+            } else {
+                state.pending.push_back(request);
+                None
+            }
+        };
+        match refused {
+            Some(request) => request.reply.complete(Err(BlockError::Gone)),
+            None => self.interrupts.poke(),
         }
-        self.pending.lock().push_back(request);
-        self.interrupts.poke();
     }
 
     fn stop(&self, why: &str) {
-        *self.stopped.lock() = Some(String::from(why));
-        let pending = core::mem::take(&mut *self.pending.lock());
+        let pending = {
+            let mut state = self.state.lock();
+            state.stopped = Some(String::from(why));
+            core::mem::take(&mut state.pending)
+        };
         for request in pending {
             request.reply.complete(Err(BlockError::Gone));
         }
     }
+
+    fn stopped(&self) -> Option<String> {
+        self.state.lock().stopped.clone()
+    }
 }
 
 impl DriverDisk {
-    /// Why the disk's driver stopped, if it did.
+    /// Why the disk's driver stopped, if it did (and was not restarted).
     pub fn stopped(&self) -> Option<String> {
-        self.queue.stopped.lock().clone()
+        self.queue().stopped()
+    }
+
+    /// The queue of the driver instance serving the disk now.
+    fn queue(&self) -> Arc<RequestQueue> {
+        self.queue.lock().clone()
     }
 
     fn chunk_sectors(&self) -> u64 {
@@ -141,13 +171,14 @@ impl DriverDisk {
         let size = self.info.sector_size as usize;
         let chunk = self.chunk_sectors();
         let sectors = (len / size) as u64;
+        let queue = self.queue();
         let mut replies = Vec::new();
         let mut done = 0;
         while done < sectors {
             let count = chunk.min(sectors - done);
             let range = done as usize * size..(done + count) as usize * size;
             let reply = Reply::new();
-            self.queue.push(Pending {
+            queue.push(Pending {
                 disk: self.index,
                 op,
                 lba: lba + done,
@@ -211,7 +242,7 @@ impl BlockDevice for DriverDisk {
 
     fn flush(&self) -> Result<(), BlockError> {
         let reply = Reply::new();
-        self.queue.push(Pending {
+        self.queue().push(Pending {
             disk: self.index,
             op: Op::Flush,
             lba: 0,
@@ -236,10 +267,6 @@ pub fn disks() -> Vec<Arc<DriverDisk>> {
 /// How many disks were ever added (a task waiting for new ones compares it).
 pub fn disk_count() -> usize {
     DISKS.lock().len()
-}
-
-fn call_error(what: &str, e: wasmtime::Error) -> String {
-    format!("{what}: {e:#}")
 }
 
 fn block_error(code: ErrorCode) -> BlockError {
@@ -274,16 +301,28 @@ impl BufferPool {
         }
     }
 
-    fn give(&mut self, class: u64, buffer: Resource<DmaBuffer>) {
-        let class = self.free.entry(class).or_default();
-        if class.len() < POOLED_PER_CLASS {
-            class.push(buffer);
+    /// Keeps `buffer` for reuse in `class` if it is that big and the class has room; frees it
+    /// otherwise (a host-side handle dropped would keep the memory in the instance's table).
+    fn give(
+        &mut self,
+        host: &mut DriverHost<KeelPlatform>,
+        class: u64,
+        buffer: Resource<DmaBuffer>,
+    ) {
+        let fits = host.buffer_size(&buffer).is_some_and(|size| size >= class);
+        let free = self.free.entry(class).or_default();
+        if fits && free.len() < POOLED_PER_CLASS {
+            free.push(buffer);
+        } else {
+            host.free_buffer(buffer);
         }
     }
 }
 
 /// A request in the driver's hands.
 struct InFlight {
+    /// When it was submitted.
+    since_ns: u64,
     disk: u32,
     op: Op,
     bytes: usize,
@@ -291,12 +330,29 @@ struct InFlight {
     reply: Arc<Reply>,
 }
 
+/// How long a request may stay with the driver. Drivers time out stuck commands themselves
+/// (AHCI after 30 s); a driver that never answers at all is treated as failed after this.
+const REQUEST_DEADLINE_NS: u64 = 90_000_000_000;
+
+/// Whether a disk's geometry is one Keel can use (and `size_bytes` cannot overflow).
+fn usable(info: &wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::DiskInfo) -> bool {
+    (512..=65536).contains(&info.sector_size)
+        && info.sector_size.is_power_of_two()
+        && info.sector_count > 0
+        && info
+            .sector_count
+            .checked_mul(u64::from(info.sector_size))
+            .is_some()
+}
+
 /// Initializes the controller, publishes its disks, and serves their requests until the driver
-/// fails or traps. Returns why it stopped; its disks fail every request from then on.
+/// fails, traps or is killed. Returns why it stopped; its disks fail every request from then
+/// on, until a restarted instance on the same controller takes them over.
 pub(crate) fn serve(
     store: &mut Store<DriverHost<KeelPlatform>>,
     driver: &BlockDriver,
     driver_name: &str,
+    function: PciAddress,
     interrupts: &Arc<InterruptSlot>,
     running: impl FnOnce(),
 ) -> Result<String, String> {
@@ -307,33 +363,49 @@ pub(crate) fn serve(
         .map_err(|e| call_error("init", e))?
         .map_err(|code| format!("init: {}", code.name()))?;
     let queue = Arc::new(RequestQueue {
-        pending: IrqSafeMutex::new(VecDeque::new()),
-        stopped: IrqSafeMutex::new(None),
+        state: IrqSafeMutex::new(QueueState::default()),
         interrupts: interrupts.clone(),
     });
     let mut depth: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     {
         let mut disks = DISKS.lock();
-        for info in found {
-            if info.sector_size == 0 || info.sector_count == 0 {
+        for info in found.into_iter().filter(usable) {
+            let info_here = DiskInfo {
+                sector_size: info.sector_size,
+                sector_count: info.sector_count,
+                model: info.model,
+                serial: info.serial,
+                queue_depth: info.queue_depth.max(1),
+                max_sectors: info.max_sectors.max(1),
+            };
+            if depth
+                .insert(info.index, (info_here.queue_depth, 0))
+                .is_some()
+            {
                 continue;
             }
-            depth.insert(info.index, (info.queue_depth.max(1), 0));
-            let name = format!("sd{}", disks.len());
-            disks.push(Arc::new(DriverDisk {
-                name,
-                driver: String::from(driver_name),
-                index: info.index,
-                info: DiskInfo {
-                    sector_size: info.sector_size,
-                    sector_count: info.sector_count,
-                    model: info.model,
-                    serial: info.serial,
-                    queue_depth: info.queue_depth.max(1),
-                    max_sectors: info.max_sectors.max(1),
-                },
-                queue: queue.clone(),
-            }));
+            let earlier = disks.iter().find(|d| {
+                d.function == function
+                    && d.index == info.index
+                    && d.driver == driver_name
+                    && d.info.serial == info_here.serial
+                    && d.info.sector_count == info_here.sector_count
+                    && d.info.sector_size == info_here.sector_size
+            });
+            match earlier {
+                Some(disk) => *disk.queue.lock() = queue.clone(),
+                None => {
+                    let name = format!("sd{}", disks.len());
+                    disks.push(Arc::new(DriverDisk {
+                        name,
+                        driver: String::from(driver_name),
+                        info: info_here,
+                        function,
+                        index: info.index,
+                        queue: IrqSafeMutex::new(queue.clone()),
+                    }));
+                }
+            }
         }
     }
     DISKS_CHANGED.notify_all();
@@ -343,6 +415,14 @@ pub(crate) fn serve(
     let mut next_tag = 0u64;
     let mut fired = false;
     let why = loop {
+        if keel_task::kill_requested() {
+            break String::from("killed");
+        }
+        if let Some(oldest) = in_flight.values().map(|r| r.since_ns).min()
+            && keel_time::now_ns().saturating_sub(oldest) > REQUEST_DEADLINE_NS
+        {
+            break String::from("the driver did not complete a request in 90 s");
+        }
         match serve_once(
             store,
             driver,
@@ -385,7 +465,8 @@ fn serve_once(
     let mut batch = Vec::new();
     loop {
         let request = {
-            let mut pending = queue.pending.lock();
+            let mut state = queue.state.lock();
+            let pending = &mut state.pending;
             let Some(position) = pending.iter().position(|p| {
                 depth
                     .get(&p.disk)
@@ -411,7 +492,7 @@ fn serve_once(
             if request.op == Op::Write
                 && let Err(code) = host.write_buffer(&buffer, 0, &request.data)
             {
-                pool.give(BufferPool::class(bytes), buffer);
+                pool.give(host, BufferPool::class(bytes), buffer);
                 request.reply.complete(Err(block_error(code)));
                 continue;
             }
@@ -437,6 +518,7 @@ fn serve_once(
         in_flight.insert(
             tag,
             InFlight {
+                since_ns: keel_time::now_ns(),
                 disk: request.disk,
                 op: request.op,
                 bytes,
@@ -463,7 +545,10 @@ fn serve_once(
         .map_err(|e| call_error("completions", e))?;
     for completion in finished {
         let Some(request) = in_flight.remove(&completion.tag) else {
-            // Not a tag we gave: the driver is confused. Its buffer goes back to the pool.
+            // Not a tag in flight (unknown, or completed twice): its buffer is freed.
+            if let Some(buffer) = completion.buffer {
+                store.data_mut().free_buffer(buffer);
+            }
             continue;
         };
         if let Some((_, used)) = depth.get_mut(&request.disk) {
@@ -473,17 +558,18 @@ fn serve_once(
         if let Some(buffer) = completion.buffer {
             if result.is_ok() && request.op == Op::Read {
                 let mut bytes = vec![0; request.bytes];
+                // A buffer other than the request's (too small, or stale) reads as an error.
                 result = store
                     .data_mut()
                     .read_buffer(&buffer, 0, &mut bytes)
                     .map(|()| bytes)
-                    .map_err(block_error);
+                    .map_err(|_| BlockError::Device);
             }
-            pool.give(request.class, buffer);
+            pool.give(store.data_mut(), request.class, buffer);
         } else if request.op != Op::Flush && result.is_ok() {
             result = Err(BlockError::Device);
         }
         request.reply.complete(result);
     }
-    Ok(!in_flight.is_empty() || !queue.pending.lock().is_empty())
+    Ok(!in_flight.is_empty() || !queue.state.lock().pending.is_empty())
 }

@@ -111,8 +111,9 @@ pub fn allocate_msi_line() -> Result<Arc<LineState>, RouteFailure> {
     Ok(state)
 }
 
-/// Gives an MSI line back once its driver instance is gone (its device no longer masters the
-/// bus, so no message for it can arrive). Legacy lines are shared and stay routed.
+/// Gives an MSI line back. Call it once the line's device can no longer send it (its driver
+/// instance ended and the host turned bus mastering off). Legacy lines are shared and stay
+/// routed.
 pub fn release(state: &Arc<LineState>) {
     if state.level_gsi.is_some() {
         return;

@@ -482,6 +482,10 @@ impl Instance<'_> {
         let (engine, component, image) = (self.engine, self.component, self.image);
         let name = &image.manifest.name;
         let slot = interrupts.clone();
+        let address = function.address;
+        // Declared before the store, so dropped after it: the line is given back only once the
+        // host has turned the device's interrupts and bus mastering off.
+        let _line = crate::platform::ReleaseLineAtEnd(slot.clone());
         let platform = KeelPlatform::for_function(self.config, name, &function, interrupts, log)
             .map_err(|e| format!("its I/O ports are not available: {e:?}"))?;
         let host = DriverHost::new(Arc::new(platform), function)
@@ -527,7 +531,7 @@ impl Instance<'_> {
                 let driver = wasi_dd::BlockDriver::instantiate(&mut store, component, &linker)
                     .map_err(|e| format!("cannot instantiate: {e:#}"))?;
                 let record = self.record;
-                crate::block::serve(&mut store, &driver, name, &slot, || {
+                crate::block::serve(&mut store, &driver, name, address, &slot, || {
                     if let Some(record) = record {
                         set_state(record, DriverState::Running);
                     }

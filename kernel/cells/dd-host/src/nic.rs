@@ -2,6 +2,7 @@
 //! and [`keel_net::Stack`] as DMA buffer handles, which the host fills and empties; the driver
 //! only writes descriptors.
 
+use crate::call_error;
 use crate::platform::{InterruptSlot, KeelPlatform};
 use alloc::format;
 use alloc::string::String;
@@ -81,10 +82,6 @@ const FRAME_BUFFER: u64 = 2048;
 /// Longest the loop sleeps when nothing happens, so timers and sockets are served.
 const IDLE_NS: u64 = 10_000_000;
 
-fn call_error(what: &str, e: wasmtime::Error) -> String {
-    format!("{what}: {e:#}")
-}
-
 /// Initializes the NIC and serves the network stack until the driver fails or traps.
 pub(crate) fn serve(
     store: &mut Store<DriverHost<KeelPlatform>>,
@@ -140,6 +137,9 @@ pub(crate) fn serve(
     // The first round reads the interrupt cause and the link state as if the interrupt fired.
     let mut fired = true;
     let result = loop {
+        if keel_task::kill_requested() {
+            break String::from("killed");
+        }
         match serve_once(store, driver, interrupts, &mut tx_pool, fired) {
             Ok(next) => fired = next,
             Err(why) => break why,

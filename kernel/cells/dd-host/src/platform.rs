@@ -50,28 +50,57 @@ impl DriverLog {
     }
 }
 
-/// The interrupt line a driver instance was given, if any: counted for `drivers`.
+/// The interrupt line a driver instance was given, if any: counted for `drivers`, and what
+/// the host's loop for the instance waits on. A driver without an interrupt (one that polls)
+/// still gets pokes: the slot has its own flag and queue for that case.
 #[derive(Default)]
-pub struct InterruptSlot(spin::Once<Arc<LineState>>);
+pub struct InterruptSlot {
+    line: spin::Once<Arc<LineState>>,
+    poked: core::sync::atomic::AtomicBool,
+    waiters: keel_task::WaitQueue,
+}
+
+/// Gives an instance's MSI line back when dropped (at the end of the instance).
+pub(crate) struct ReleaseLineAtEnd(pub Arc<InterruptSlot>);
+
+impl Drop for ReleaseLineAtEnd {
+    fn drop(&mut self) {
+        if let Some(line) = self.0.line.get() {
+            interrupts::release(line);
+        }
+    }
+}
 
 impl InterruptSlot {
     pub fn count(&self) -> u64 {
-        self.0.get().map_or(0, |line| line.count())
+        self.line.get().map_or(0, |line| line.count())
     }
 
     /// Wakes a waiter of [`InterruptSlot::wait`] as if the interrupt fired.
     pub fn poke(&self) {
-        if let Some(line) = self.0.get() {
-            line.poke();
+        match self.line.get() {
+            Some(line) => line.poke(),
+            None => {
+                self.poked
+                    .store(true, core::sync::atomic::Ordering::Release);
+                self.waiters.notify_all();
+            }
         }
     }
 
-    /// Waits for the driver's interrupt (or just `timeout_ns` if it has none yet).
+    /// Waits for the driver's interrupt or a poke, at most `timeout_ns`; true if the interrupt
+    /// fired.
     pub fn wait(&self, timeout_ns: u64) -> bool {
-        match self.0.get() {
+        match self.line.get() {
             Some(line) => line.wait(timeout_ns),
             None => {
-                keel_task::sleep(core::time::Duration::from_nanos(timeout_ns));
+                let poked = || {
+                    self.poked
+                        .swap(false, core::sync::atomic::Ordering::AcqRel)
+                        .then_some(())
+                };
+                self.waiters
+                    .wait_timeout(core::time::Duration::from_nanos(timeout_ns), poked);
                 false
             }
         }
@@ -194,12 +223,6 @@ pub struct KeelInterrupt {
     line: Arc<LineState>,
 }
 
-impl Drop for KeelInterrupt {
-    fn drop(&mut self) {
-        interrupts::release(&self.line);
-    }
-}
-
 impl InterruptLine for KeelInterrupt {
     fn wait(&self, timeout_ns: u64) -> bool {
         self.line.wait(timeout_ns)
@@ -246,8 +269,12 @@ impl KeelPlatform {
 
     fn route_msi(&self, function: PciAddress, cap: u16) -> Result<KeelInterrupt, PlatformError> {
         let line = interrupts::allocate_msi_line().map_err(|_| PlatformError::Unsupported)?;
-        let (address, data) = keel_arch::interrupts::msi_message(line.line, keel_arch::apic::id())
-            .ok_or(PlatformError::Unsupported)?;
+        let Some((address, data)) =
+            keel_arch::interrupts::msi_message(line.line, keel_arch::apic::id())
+        else {
+            interrupts::release(&line);
+            return Err(PlatformError::Unsupported);
+        };
         let control = self.config.read(function, cap + 2, Access::W16);
         let is_64bit = control & (1 << 7) != 0;
         self.config
@@ -373,7 +400,7 @@ impl Platform for KeelPlatform {
             Some(cap) => self.route_msi(function, cap),
             None => self.route_intx(function),
         }?;
-        self.interrupt.0.call_once(|| interrupt.line.clone());
+        self.interrupt.line.call_once(|| interrupt.line.clone());
         Ok(interrupt)
     }
 
