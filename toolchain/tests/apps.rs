@@ -540,7 +540,10 @@ fn programs_connect_out_and_names_resolve_by_dns() {
             std::thread::sleep(Duration::from_millis(250));
         }
         let port = serve_once_on_the_host(b"hello from the host\n")?;
-        let out = run(vm, &format!("run --connect=10.0.2.2:{port} fetch /greeting"))?;
+        let out = run(
+            vm,
+            &format!("run --connect=10.0.2.2:{port} fetch /greeting"),
+        )?;
         ensure!(
             out.contains("HTTP/1.0 200 OK") && out.contains("hello from the host"),
             "fetch: {out:?}"
@@ -548,11 +551,11 @@ fn programs_connect_out_and_names_resolve_by_dns() {
         let closed = std::net::TcpListener::bind(("127.0.0.1", 0))?
             .local_addr()?
             .port();
-        let out = run(vm, &format!("run --connect=10.0.2.2:{closed} fetch /greeting"))?;
-        ensure!(
-            out.contains("connection refused") || out.contains("no answer"),
-            "a closed port: {out:?}"
-        );
+        let out = run(
+            vm,
+            &format!("run --connect=10.0.2.2:{closed} fetch /greeting"),
+        )?;
+        ensure!(out.contains("connection refused"), "a closed port: {out:?}");
         let dns = name_server_on_the_host("keel.test", [10, 0, 2, 77])?;
         let out = run(vm, &format!("host keel.test 10.0.2.2:{dns}"))?;
         ensure!(

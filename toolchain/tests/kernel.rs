@@ -796,10 +796,13 @@ fn e1000_row(vm: &mut Vm, want: &str) -> Result<String> {
     Err(anyhow!("the e1000 row never showed {want:?}: {row:?}"))
 }
 
-/// Waits (a bounded number of looks) for the DHCP lease.
+/// Waits (a bounded number of looks) for the link and the DHCP lease together: both show in
+/// one `ifconfig` only once a running driver's first round has been served (a lease from
+/// before a restart is still there while the link is down).
 fn wait_for_lease(vm: &mut Vm) -> Result<()> {
     for _ in 0..80 {
-        if vm.command("ifconfig")?.contains("inet 10.0.2.15/24") {
+        let ifconfig = vm.command("ifconfig")?;
+        if ifconfig.contains("link up") && ifconfig.contains("inet 10.0.2.15/24") {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(250));

@@ -168,13 +168,15 @@ fn close(handle: keel_net::SocketHandle) {
     }
 }
 
-/// Runs `check` on the stack after each round of the NIC loop (asking for rounds) until it
-/// gives an answer or `timeout` passes.
+/// Runs `check` on the stack after each round of the NIC loop until it gives an answer or
+/// `timeout` passes. Asks for one round first (the caller queued something); asking on every
+/// look would make each round end the wait at once, a busy loop with the NIC task.
 fn wait_for_network<T>(
     timeout: Duration,
     mut check: impl FnMut(&mut keel_net::Stack) -> Option<T>,
 ) -> Option<T> {
     let deadline = keel_time::now_ns() + timeout.as_nanos() as u64;
+    keel_dd_host::nic::kick();
     loop {
         let seen = keel_dd_host::nic::ACTIVITY.count();
         if let Some(answer) = NETWORK.lock().as_mut().and_then(&mut check) {
@@ -184,7 +186,6 @@ fn wait_for_network<T>(
         if now >= deadline {
             return None;
         }
-        keel_dd_host::nic::kick();
         keel_dd_host::nic::ACTIVITY.wait_past(seen, Duration::from_nanos(deadline - now));
     }
 }
@@ -207,6 +208,9 @@ pub fn resolve(name: &str, server: Option<(Ipv4Address, u16)>) -> Result<Vec<Ipv
     if let Some(address) = parse_ipv4(name) {
         return Ok(alloc::vec![address]);
     }
+    let query =
+        keel_net::dns::query((keel_time::now_ns() as u16) | 1, name).map_err(|e| e.to_string())?;
+    let id = u16::from_be_bytes([query[0], query[1]]);
     let (socket, server) = {
         let mut network = NETWORK.lock();
         let stack = network
@@ -220,9 +224,7 @@ pub fn resolve(name: &str, server: Option<(Ipv4Address, u16)>) -> Result<Vec<Ipv
             .map_err(|e| format!("no UDP socket: {e:?}"))?;
         (socket, server)
     };
-    let id = (keel_time::now_ns() as u16) | 1;
     let result = (|| {
-        let query = keel_net::dns::query(id, name).map_err(|e| e.to_string())?;
         for _ in 0..DNS_TRIES {
             NETWORK
                 .lock()
@@ -291,8 +293,12 @@ pub fn connect(target: &str) -> Result<keel_net::SocketHandle, String> {
         .as_mut()
         .ok_or_else(|| String::from("no network interface (see 'drivers')"))?
         .tcp_connect(address, port)
-        .map_err(|_| format!("{target}: the interface has no address yet (DHCP)"))?;
-    keel_dd_host::nic::kick();
+        .map_err(|e| match e {
+            keel_net::TcpError::NotConnected => {
+                format!("{target}: the interface has no address yet (DHCP)")
+            }
+            _ => format!("{target} ({address}:{port}): cannot connect there"),
+        })?;
     let outcome = wait_for_network(CONNECT_WAIT, |stack| match stack.tcp_connection(handle) {
         Ok(false) => None,
         Ok(true) => Some(Ok(())),

@@ -127,7 +127,7 @@ fn run_with_directories(
     connect: Vec<String>,
 ) -> Result<(), String> {
     let program = program(name)?;
-    let mut connected = Vec::with_capacity(connect.len());
+    let mut connected: Vec<keel_net::SocketHandle> = Vec::with_capacity(connect.len());
     for target in &connect {
         match crate::net::connect(target) {
             Ok(handle) => connected.push(handle),
@@ -141,6 +141,8 @@ fn run_with_directories(
     argv.push(name.to_string());
     argv.extend(args.iter().cloned());
     let task_name = name.to_string();
+    // Handles are plain indices: these let a failed spawn close what the closure would own.
+    let opened = connected.clone();
     let handle = Builder::new(name)
         .stack_size(PROGRAM_STACK)
         .cooperative_kill()
@@ -169,7 +171,10 @@ fn run_with_directories(
                 Some(outcome)
             }
         })
-        .map_err(|e| format!("cannot start a task: {e}"))?;
+        .map_err(|e| {
+            close_connections(&opened);
+            format!("cannot start a task: {e}")
+        })?;
     if background {
         println!("[{}] {name}", handle.id());
         return Ok(());

@@ -596,6 +596,13 @@ pub fn run(
     directories: Directories,
 ) -> Result<ExitStatus, RunError> {
     let engine = program.module.engine();
+    // Sockets first: they take over the connections, which close with them on any error below.
+    let (sockets, listen_fds, connected_fds) = crate::wasi_sock::Sockets::open(
+        directories.network,
+        &directories.listen,
+        &directories.connected,
+    )
+    .map_err(RunError::Instantiate)?;
     let mut fds = FdTable::new();
     for path in &directories.preopens {
         let dir = directories
@@ -605,12 +612,6 @@ pub fn run(
         fds.insert(dir)
             .map_err(|e| RunError::Instantiate(format!("{e}")))?;
     }
-    let (sockets, listen_fds, connected_fds) = crate::wasi_sock::Sockets::open(
-        directories.network,
-        &directories.listen,
-        &directories.connected,
-    )
-    .map_err(RunError::Instantiate)?;
     let mut env = alloc::vec![String::from("TERM=vt100"), String::from("HOME=/")];
     if let Some(fd) = listen_fds.first() {
         env.push(format!("LISTEN_FD={fd}"));

@@ -217,7 +217,9 @@ fn with_stack<T>(
                 if keel_task::kill_requested() {
                     return Err(errno::INTR);
                 }
-                (access.kick)();
+                // No kick here: nothing new was queued, and a kicked round would end this
+                // wait at once (a busy loop with the NIC task). The next round comes with
+                // the next frame or timer of the stack.
                 access.activity.wait_past(seen, Duration::from_millis(10));
             }
             other => {
