@@ -18,7 +18,7 @@ CARGO ?= cargo
 KEEL := $(CARGO) run --quiet -p keel-toolchain --
 
 .DEFAULT_GOAL := image
-.PHONY: setup image run test bench bench-dd clippy fmt
+.PHONY: setup image run test bench bench-dd clippy fmt linux-image linux-run
 
 setup:
 	@bash toolchain/setup.sh
@@ -29,11 +29,24 @@ image: setup
 run: setup
 	@$(KEEL) run --mem $(MEM) --port $(PORT)
 
+# The Linux yardstick: Debian's kernel and busybox-static (.debs cached in target/linux/debs) as
+# target/linux/vmlinuz and initramfs.cpio.gz; LINUX_EXTRA=DIR lays DIR's files over the initramfs.
+# `make linux-run` boots it on Keel's machine (MEM=, PORT=; the same disk image as `make run`).
+LINUX_EXTRA_ARG = $(if $(LINUX_EXTRA),--extra $(LINUX_EXTRA))
+
+linux-image: setup
+	@$(KEEL) linux-image $(LINUX_EXTRA_ARG)
+
+linux-run: setup
+	@$(KEEL) linux-run --mem $(MEM) --port $(PORT) $(LINUX_EXTRA_ARG)
+
 test: setup
 	@$(KEEL) build-drivers
 	$(CARGO) test
 	@$(KEEL) image
 	$(CARGO) test -p keel-toolchain --test kernel --test apps --test storage -- --test-threads=2
+	@$(KEEL) linux-image
+	$(CARGO) test -p keel-toolchain --test linux -- --test-threads=2
 
 bench: setup
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
@@ -44,7 +57,7 @@ bench-dd: setup
 
 clippy: setup
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p keel-toolchain --test kernel --test apps --test storage -- -D warnings
+	$(CARGO) clippy -p keel-toolchain --test kernel --test apps --test storage --test linux -- -D warnings
 	@$(KEEL) clippy-kernel
 
 fmt: setup

@@ -25,6 +25,13 @@ commands:
                                             target/drivers-wasm/<name>.wasm
   bench-dd                                  cost of a WASI-dd MMIO access from a driver vs native,
                                             on the host; writes target/bench/wasi-dd-host.md
+  linux-image [--extra DIR]                 the Linux yardstick from Debian packages (kernel, busybox;
+                                            .debs cached in target/linux/debs): writes
+                                            target/linux/vmlinuz and initramfs.cpio.gz, with the files
+                                            of DIR laid over the initramfs
+  linux-run [--mem SIZE] [--port PORT] [--extra DIR]
+                                            boot it on Keel's QEMU machine on this terminal (builds
+                                            it first if missing or given --extra)
   help                                      show this text
 
 defaults: --mem 128M, --port 8080, --boots 5. Environment: KEEL_QEMU overrides the QEMU binary.";
@@ -39,7 +46,18 @@ pub enum Cli {
     ClippyKernel,
     BuildDrivers,
     BenchDd,
+    LinuxImage { extra: Option<PathBuf> },
+    LinuxRun(LinuxRunArgs),
     Help,
+}
+
+/// Options of `keel linux-run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxRunArgs {
+    pub memory: String,
+    pub port: u16,
+    /// Files to lay over the initramfs (rebuilds it).
+    pub extra: Option<PathBuf>,
 }
 
 /// Options of `keel bench`.
@@ -87,6 +105,14 @@ impl Cli {
             "clippy-kernel" => Cli::ClippyKernel,
             "build-drivers" => Cli::BuildDrivers,
             "bench-dd" => Cli::BenchDd,
+            "linux-image" => Cli::LinuxImage {
+                extra: options.take("--extra").map(PathBuf::from),
+            },
+            "linux-run" => Cli::LinuxRun(LinuxRunArgs {
+                memory: options.memory(),
+                port: options.number("--port", DEFAULT_RUN_PORT)?,
+                extra: options.take("--extra").map(PathBuf::from),
+            }),
             "help" | "-h" | "--help" => Cli::Help,
             other => bail!("unknown command {other:?}\n\n{USAGE}"),
         };
@@ -213,6 +239,24 @@ mod tests {
         assert_eq!(parse("clippy-kernel").unwrap(), Cli::ClippyKernel);
         assert_eq!(parse("build-drivers").unwrap(), Cli::BuildDrivers);
         assert_eq!(parse("bench-dd").unwrap(), Cli::BenchDd);
+        assert_eq!(
+            parse("linux-image").unwrap(),
+            Cli::LinuxImage { extra: None }
+        );
+        assert_eq!(
+            parse("linux-image --extra /e").unwrap(),
+            Cli::LinuxImage {
+                extra: Some("/e".into())
+            }
+        );
+        assert_eq!(
+            parse("linux-run --port 9000").unwrap(),
+            Cli::LinuxRun(LinuxRunArgs {
+                memory: "128M".into(),
+                port: 9000,
+                extra: None
+            })
+        );
     }
 
     #[test]
@@ -224,5 +268,8 @@ mod tests {
         assert!(parse("run --port eighty").is_err());
         assert!(parse("image stray").is_err());
         assert!(parse("build-drivers --debug").is_err());
+        assert!(parse("linux-image --debug").is_err());
+        assert!(parse("linux-image --mem 1G").is_err());
+        assert!(parse("linux-run --extra").is_err());
     }
 }

@@ -6,12 +6,14 @@
 pub mod apps;
 pub mod bench;
 pub mod cli;
+pub mod cpio;
 pub mod disk;
 pub mod drivers;
 pub mod http;
 pub mod image;
 pub mod json;
 pub mod kernel;
+pub mod linux;
 pub mod paths;
 pub mod process;
 pub mod qemu;

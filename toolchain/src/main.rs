@@ -9,14 +9,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use keel_toolchain::bench::{self, BenchOptions};
-use keel_toolchain::cli::{Cli, RunArgs, USAGE};
+use keel_toolchain::cli::{Cli, LinuxRunArgs, RunArgs, USAGE};
 use keel_toolchain::disk::ensure_run_image;
 use keel_toolchain::drivers::{bench_dd, build_drivers};
 use keel_toolchain::image::make_iso;
 use keel_toolchain::kernel::{build_kernel, kernel_cargo};
+use keel_toolchain::linux::{self, BuiltImage, LinuxImage};
 use keel_toolchain::paths::{Layout, Profile};
 use keel_toolchain::process::{describe, run_checked};
-use keel_toolchain::qemu::{DISK_IMAGE_BYTES, QemuConfig};
+use keel_toolchain::qemu::{Boot, DISK_IMAGE_BYTES, QemuConfig};
 
 fn main() -> ExitCode {
     let result = Cli::parse(std::env::args().skip(1)).and_then(|cli| execute(&cli));
@@ -61,6 +62,12 @@ fn execute(cli: &Cli) -> Result<()> {
             }
         }
         Cli::BenchDd => println!("{}", bench_dd(&layout)?.display()),
+        Cli::LinuxImage { extra } => {
+            let built = linux_image(&layout, extra.as_deref())?;
+            println!("{}", built.image.kernel.display());
+            println!("{}", built.image.initramfs.display());
+        }
+        Cli::LinuxRun(args) => linux_run(&layout, args)?,
         Cli::Help => println!("{USAGE}"),
     }
     Ok(())
@@ -90,7 +97,7 @@ fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     let disk = layout.disk_image();
     ensure_run_image(&disk, DISK_IMAGE_BYTES, DISK_README)?;
     let config = QemuConfig {
-        iso,
+        boot: Boot::Iso(iso),
         memory: args.memory.clone(),
         host_port: args.port,
         disk: Some(disk),
@@ -101,6 +108,41 @@ fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     eprintln!(
         "keel: booting; serial console on this terminal, guest :80 on 127.0.0.1:{}. \
          Quit with `shutdown` or Ctrl-C.\n{}",
+        args.port,
+        describe(&qemu)
+    );
+    let error = qemu.exec();
+    Err(error).with_context(|| format!("starting `{}`", describe(&qemu)))
+}
+
+/// Builds the Linux yardstick's kernel and initramfs, and says what they hold.
+fn linux_image(layout: &Layout, extra: Option<&std::path::Path>) -> Result<BuiltImage> {
+    let started = std::time::Instant::now();
+    let built = linux::build_image(layout, extra)?;
+    eprintln!(
+        "keel: {} [{:.1} s]",
+        linux::summary(&built),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+/// Boots the Linux yardstick on Keel's machine (same disk image as `keel run`), replacing this
+/// process with an interactive QEMU.
+fn linux_run(layout: &Layout, args: &LinuxRunArgs) -> Result<()> {
+    let image = LinuxImage::at(&layout.linux_dir());
+    if args.extra.is_some() || !image.exists() {
+        linux_image(layout, args.extra.as_deref())?;
+    }
+    let disk = layout.disk_image();
+    ensure_run_image(&disk, DISK_IMAGE_BYTES, DISK_README)?;
+    let mut config = image.qemu_config(args.port);
+    config.memory = args.memory.clone();
+    config.disk = Some(disk);
+    let mut qemu = config.command();
+    eprintln!(
+        "keel: booting Linux; serial console on this terminal, guest :80 on 127.0.0.1:{}. \
+         Quit with `exit` (powers off) or Ctrl-C.\n{}",
         args.port,
         describe(&qemu)
     );

@@ -92,6 +92,19 @@ impl Layout {
         self.target.join("bench")
     }
 
+    /// `target/linux`: the Linux yardstick's kernel and initramfs, and the Debian packages they
+    /// are made from (`debs/`, kept between builds).
+    pub fn linux_dir(&self) -> PathBuf {
+        self.target.join("linux")
+    }
+
+    /// The Linux image the tests boot: in `$KEEL_LINUX_DIR` if set, else [`Layout::linux_dir`].
+    pub fn linux_dir_for_tests(&self) -> PathBuf {
+        env::var_os("KEEL_LINUX_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.linux_dir())
+    }
+
     /// The ISO the tests boot: `$KEEL_ISO` if set, else [`Layout::iso`].
     pub fn iso_for_tests(&self) -> PathBuf {
         env::var_os("KEEL_ISO")
@@ -162,5 +175,6 @@ mod tests {
             elf.display()
         );
         assert!(layout.iso().ends_with("keel/keel.iso"));
+        assert!(layout.linux_dir().ends_with("linux"));
     }
 }

@@ -1,9 +1,11 @@
-//! The one QEMU command line shared by `keel run`, the integration tests and the benchmarks.
+//! The one QEMU command line shared by `keel run`, `keel linux-run`, the integration tests and
+//! the benchmarks.
 //!
 //! q35 under TCG (never KVM: the `/dev/kvm` on our machines is a slow software substitute), no
 //! default devices, the serial port on stdio, `isa-debug-exit` so the guest can end QEMU, and an
 //! e1000 on user networking with one host port forwarded to the guest's port 80, and QEMU's `edu`
-//! teaching device for the WASI-dd driver test.
+//! teaching device for the WASI-dd driver test. Keel boots from its GRUB ISO; the Linux yardstick
+//! boots from a kernel and initramfs that QEMU loads itself, on exactly the same machine.
 
 use std::env;
 use std::ffi::OsString;
@@ -25,10 +27,34 @@ pub const AHCI_DISK_BUS: &str = "ide.0";
 /// I/O port of the `isa-debug-exit` device: the guest writes `v` there and QEMU exits with `2v+1`.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
+/// What the machine boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// Keel's GRUB ISO, on the chipset's SATA CD-ROM.
+    Iso(PathBuf),
+    /// A Linux kernel and initramfs given to the firmware by QEMU (`-kernel`, `-initrd`,
+    /// `-append`), so no boot medium joins the device list.
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+}
+
+impl Boot {
+    /// The files QEMU will read to boot.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            Boot::Iso(iso) => vec![iso],
+            Boot::Kernel { kernel, initrd, .. } => vec![kernel, initrd],
+        }
+    }
+}
+
 /// What varies between QEMU runs.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
-    pub iso: PathBuf,
+    pub boot: Boot,
     pub memory: String,
     /// Host port on 127.0.0.1 forwarded to guest port 80.
     pub host_port: u16,
@@ -41,9 +67,15 @@ pub struct QemuConfig {
 }
 
 impl QemuConfig {
+    /// Keel's ISO.
     pub fn new(iso: impl Into<PathBuf>, host_port: u16) -> Self {
+        Self::booting(Boot::Iso(iso.into()), host_port)
+    }
+
+    /// The same machine booting `boot`.
+    pub fn booting(boot: Boot, host_port: u16) -> Self {
         Self {
-            iso: iso.into(),
+            boot,
             memory: DEFAULT_MEMORY.to_string(),
             host_port,
             disk: None,
@@ -79,13 +111,31 @@ impl QemuConfig {
         ]
         .map(OsString::from)
         .into();
-        args.push("-cdrom".into());
-        args.push(self.iso.clone().into());
+        match &self.boot {
+            Boot::Iso(iso) => {
+                args.extend([
+                    "-cdrom".into(),
+                    iso.clone().into(),
+                    "-boot".into(),
+                    "d".into(),
+                ]);
+            }
+            Boot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => args.extend([
+                "-kernel".into(),
+                kernel.clone().into(),
+                "-initrd".into(),
+                initrd.clone().into(),
+                "-append".into(),
+                append.into(),
+            ]),
+        }
         args.extend(
             [
-                "-boot".to_string(),
-                "d".into(),
-                "-device".into(),
+                "-device".to_string(),
                 format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"),
                 "-device".into(),
                 "e1000,netdev=n0".into(),
@@ -192,5 +242,42 @@ mod tests {
             "format=raw,file.driver=blkdebug,file.config=/d/errors.cfg,\
              file.image.filename=/d/disk.img "
         ));
+    }
+
+    #[test]
+    fn a_kernel_boots_on_the_same_machine_with_the_same_devices() {
+        let mut keel = QemuConfig::new("/x/keel.iso", 4321);
+        let mut linux = QemuConfig::booting(
+            Boot::Kernel {
+                kernel: "/l/vmlinuz".into(),
+                initrd: "/l/initramfs.cpio.gz".into(),
+                append: "console=ttyS0 panic=-1".into(),
+            },
+            4321,
+        );
+        for config in [&mut keel, &mut linux] {
+            config.disk = Some("/d/disk.img".into());
+        }
+        let linux_line = joined(&linux);
+        assert_eq!(
+            linux_line,
+            "-machine q35 -accel tcg -cpu max -m 128M -nodefaults -no-reboot -display none \
+             -serial stdio -kernel /l/vmlinuz -initrd /l/initramfs.cpio.gz \
+             -append console=ttyS0 panic=-1 \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -device e1000,netdev=n0 \
+             -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4321-:80 -device edu \
+             -drive if=none,id=d0,format=raw,file=/d/disk.img -device ide-hd,drive=d0,bus=ide.0"
+        );
+        // Apart from the boot medium, the argument lists are identical.
+        let keel_line = joined(&keel).replace("-cdrom /x/keel.iso -boot d", "");
+        let linux_line = linux_line.replace(
+            "-kernel /l/vmlinuz -initrd /l/initramfs.cpio.gz -append console=ttyS0 panic=-1",
+            "",
+        );
+        assert_eq!(keel_line, linux_line);
+        assert_eq!(
+            linux.boot.files(),
+            [Path::new("/l/vmlinuz"), Path::new("/l/initramfs.cpio.gz")]
+        );
     }
 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Error, Result, anyhow, ensure};
 
+use crate::linux::{self, LinuxImage};
 use crate::paths::Layout;
-use crate::qemu::{DEFAULT_MEMORY, QemuConfig, free_local_port};
+use crate::qemu::{Boot, DEFAULT_MEMORY, QemuConfig, free_local_port};
 
 /// The shell's prompt (no newline follows it).
 pub const PROMPT: &str = "keel> ";
@@ -53,11 +54,17 @@ pub struct Vm {
 impl Vm {
     /// Boots `config` in QEMU.
     pub fn boot(config: &QemuConfig, max_runtime: Duration) -> Result<Self> {
-        ensure!(
-            config.iso.is_file(),
-            "no kernel image at {}: run `make image` first",
-            config.iso.display()
-        );
+        for file in config.boot.files() {
+            let hint = match config.boot {
+                Boot::Iso(_) => "make image",
+                Boot::Kernel { .. } => "make linux-image",
+            };
+            ensure!(
+                file.is_file(),
+                "no boot image at {}: run `{hint}` first",
+                file.display()
+            );
+        }
         let mut vm = Self::spawn(config.command(), max_runtime)?;
         vm.host_port = config.host_port;
         vm.monitor = config.monitor.clone();
@@ -311,6 +318,61 @@ impl Vm {
     }
 }
 
+/// Hang guard for the Linux yardstick to reach its prompt (measured under TCG: ~6 s to `/init`,
+/// ~8 s to the ready marker; this is not a performance threshold).
+pub const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Linux yardstick (`keel linux-image`), driven over its serial console like Keel.
+impl Vm {
+    /// Boots the Linux image of the tests (`$KEEL_LINUX_DIR`, else `target/linux`) on Keel's
+    /// machine with `$KEEL_MEM` (default 128M) of memory, a free host port, a monitor socket and
+    /// `disk` on the AHCI port 0, and waits for its prompt. Returns the VM and the boot log.
+    pub fn boot_linux_to_prompt(disk: Option<&Path>) -> Result<(Self, String)> {
+        let port = free_local_port()?;
+        let image = LinuxImage::at(&Layout::discover().linux_dir_for_tests());
+        let mut config = image.qemu_config(port);
+        config.memory = Self::memory();
+        config.disk = disk.map(Path::to_path_buf);
+        config.monitor = Some(env::temp_dir().join(format!(
+            "keel-linux-monitor-{}-{port}.sock",
+            std::process::id()
+        )));
+        Self::boot_linux_config_to_prompt(&config)
+    }
+
+    /// Boots `config` (a Linux image's [`Boot::Kernel`]) and waits for `/init`'s ready marker and
+    /// the first prompt. The boot log ends with the prompt.
+    pub fn boot_linux_config_to_prompt(config: &QemuConfig) -> Result<(Self, String)> {
+        let mut vm = Self::boot(config, DEFAULT_MAX_RUNTIME)?;
+        let mut log = vm.wait_for(linux::READY_MARKER, LINUX_BOOT_TIMEOUT)?;
+        log.push_str(&vm.wait_for(linux::PROMPT, COMMAND_TIMEOUT)?);
+        Ok((vm, log))
+    }
+
+    /// Runs one command in the Linux guest's shell; returns its output as [`Vm::command`] does.
+    pub fn linux_command(&mut self, line: &str) -> Result<String> {
+        self.linux_command_with_timeout(line, COMMAND_TIMEOUT)
+    }
+
+    /// [`Vm::linux_command`] with its own hang guard.
+    pub fn linux_command_with_timeout(&mut self, line: &str, timeout: Duration) -> Result<String> {
+        self.send_line(line)?;
+        let output = self.wait_for(linux::PROMPT, timeout)?;
+        Ok(shell_output(&output, linux::PROMPT))
+    }
+}
+
+/// [`command_output`] for a shell whose prompt is `prompt`: drops the echoed line (and whatever
+/// the line editor wrote before it, such as busybox's cursor query `ESC [6n`) and the prompt.
+pub fn shell_output(raw: &str, prompt: &str) -> String {
+    let without_prompt = raw.strip_suffix(prompt).unwrap_or(raw);
+    let after_echo = match without_prompt.find('\n') {
+        Some(newline) => &without_prompt[newline + 1..],
+        None => "",
+    };
+    after_echo.replace('\r', "")
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         if thread::panicking() && !self.transcript_reported {
@@ -525,6 +587,15 @@ done
     fn command_output_without_newline_is_empty() {
         assert_eq!(command_output("\r\nkeel> "), "");
         assert_eq!(command_output("ps\r\n  ID\r\nkeel> "), "  ID\n");
+    }
+
+    #[test]
+    fn shell_output_strips_the_echo_and_another_prompt() {
+        assert_eq!(
+            shell_output("\x1b[6nuname\r\nLinux\r\nlinux# ", "linux# "),
+            "Linux\n"
+        );
+        assert_eq!(shell_output("true\r\nlinux# ", "linux# "), "");
     }
 
     #[test]
