@@ -49,6 +49,7 @@ test: setup
 	$(CARGO) test -p keel-toolchain --test linux -- --test-threads=2
 
 bench: setup
+	@$(KEEL) linux-image
 	@$(KEEL) bench --mem $(MEM) --boots $(BOOTS)
 	@$(KEEL) bench-dd
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -285,6 +285,37 @@ pub fn render_markdown(report: &Report) -> String {
             1e9 / row.median_ns
         );
     }
+    let compared: Vec<String> = LINUX_COMPARISONS
+        .iter()
+        .filter_map(|(keel, linux, what, unit)| {
+            let k = rows.iter().find(|r| r.name == *keel)?;
+            let l = rows.iter().find(|r| r.name == *linux)?;
+            let rate = |row: &Row| match *unit {
+                "MB/s" => (1 << 20) as f64 / (row.median_ns / 1e9) / 1e6,
+                _ => 1e9 / row.median_ns,
+            };
+            Some(format!(
+                "| {what} | {:.1} {unit} | {:.1} {unit} | {:.2} |",
+                rate(k),
+                rate(l),
+                rate(k) / rate(l)
+            ))
+        })
+        .collect();
+    if !compared.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nKeel's WebAssembly drivers against Linux 6.1's own e1000 and ahci drivers (Debian's \
+             kernel, busybox `httpd` and `dd` with direct I/O), on the same QEMU machine in the \
+             same run; Linux's disk figures are timed from the host and include a few ms of \
+             serial console:\n"
+        );
+        let _ = writeln!(md, "| measurement | Keel | Linux | Keel / Linux |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        for line in compared {
+            let _ = writeln!(md, "{line}");
+        }
+    }
     let split: Vec<&Row> = PACKET_COST_FIELDS
         .iter()
         .filter_map(|f| rows.iter().find(|r| r.name == format!("net_packet_{f}")))
@@ -408,7 +439,7 @@ pub fn run(layout: &Layout, options: &BenchOptions) -> Result<PathBuf> {
     let mut runs = Vec::with_capacity(options.boots);
     for boot in 1..=options.boots {
         eprintln!("bench: boot {boot} of {}", options.boots);
-        let run = bench_one_boot(options).with_context(|| format!("boot {boot}"))?;
+        let run = bench_one_boot(layout, options).with_context(|| format!("boot {boot}"))?;
         eprintln!(
             "bench: prompt after {:.3} s, {} benchmarks",
             run.boot_to_prompt.as_secs_f64(),
@@ -426,7 +457,7 @@ pub fn run(layout: &Layout, options: &BenchOptions) -> Result<PathBuf> {
     write_reports(layout, &report)
 }
 
-fn bench_one_boot(options: &BenchOptions) -> Result<BootRun> {
+fn bench_one_boot(layout: &Layout, options: &BenchOptions) -> Result<BootRun> {
     let mut config = QemuConfig::new(&options.iso, free_local_port()?);
     config.memory = options.memory.clone();
     let max_runtime = BOOT_TIMEOUT + BENCH_TIMEOUT + Duration::from_secs(60);
@@ -458,6 +489,7 @@ fn bench_one_boot(options: &BenchOptions) -> Result<BootRun> {
     samples.extend(network(&mut vm, config.host_port).context("network benchmarks")?);
     samples.extend(storage(&mut vm).context("storage benchmarks")?);
     drop(vm);
+    samples.extend(linux_yardstick(layout, options, &disk).context("the Linux yardstick")?);
     let _ = fs::remove_file(&disk);
     Ok(BootRun {
         boot_to_prompt,
@@ -490,6 +522,33 @@ const STORAGE_FIGURES: [(&str, &str); 6] = [
     (
         "fs_random_read_4k",
         "FAT32 file, 4 KiB random pread, one at a time",
+    ),
+];
+/// Keel's measurements and Linux's equivalents, what the report calls them, and their unit.
+const LINUX_COMPARISONS: [(&str, &str, &str, &str); 4] = [
+    (
+        "tcp_guest_to_host_per_mib",
+        "linux_tcp_guest_to_host_per_mib",
+        "TCP guest to host, 10 MiB over HTTP",
+        "MB/s",
+    ),
+    (
+        "http_request_10_clients",
+        "linux_http_request_10_clients",
+        "HTTP requests, 10 clients",
+        "req/s",
+    ),
+    (
+        "disk_seq_write_per_mib",
+        "linux_disk_seq_write_per_mib",
+        "raw disk sequential write, 1 MiB",
+        "MB/s",
+    ),
+    (
+        "disk_seq_read_per_mib",
+        "linux_disk_seq_read_per_mib",
+        "raw disk sequential read, 1 MiB",
+        "MB/s",
     ),
 ];
 /// The benchmark disk: a FAT32 partition in the first half, raw sectors behind it.
@@ -554,28 +613,14 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
             iterations: packets,
         })
         .collect();
-    let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            std::thread::spawn(move || -> Result<()> {
-                for i in 0..REQUESTS_PER_CLIENT {
-                    http_fetch(port, "/index.html").with_context(|| format!("request {i}"))?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for client in clients {
-        let outcome = client
-            .join()
-            .map_err(|_| anyhow!("an HTTP client panicked"))?;
-        if let Err(error) = outcome {
+    let requests = CLIENTS * REQUESTS_PER_CLIENT;
+    let per_request = match request_rate(port) {
+        Ok(per_request) => per_request,
+        Err(error) => {
             let state = vm.command("ifconfig").unwrap_or_default();
             return Err(error.context(format!("Keel's interface then: {state}")));
         }
-    }
-    let requests = CLIENTS * REQUESTS_PER_CLIENT;
-    let per_request = start.elapsed() / requests as u32;
+    };
     let mut samples = vec![
         BenchSample {
             name: "tcp_guest_to_host_per_mib".into(),
@@ -590,6 +635,97 @@ fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
     ];
     samples.extend(per_packet);
     Ok(samples)
+}
+
+/// Time per request with [`CLIENTS`] clients making [`REQUESTS_PER_CLIENT`] requests each for
+/// `/index.html` at once.
+fn request_rate(port: u16) -> Result<Duration> {
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..REQUESTS_PER_CLIENT {
+                    http_fetch(port, "/index.html").with_context(|| format!("request {i}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for client in clients {
+        client
+            .join()
+            .map_err(|_| anyhow!("an HTTP client panicked"))??;
+    }
+    Ok(start.elapsed() / (CLIENTS * REQUESTS_PER_CLIENT) as u32)
+}
+
+/// The same measurements on Linux (Debian's kernel, its own e1000 and ahci drivers, busybox
+/// `httpd` and `dd`), booted on the same machine in the same run: the yardstick.
+fn linux_yardstick(
+    layout: &Layout,
+    options: &BenchOptions,
+    disk: &Path,
+) -> Result<Vec<BenchSample>> {
+    let image = crate::linux::LinuxImage::at(&layout.linux_dir());
+    ensure!(
+        image.exists(),
+        "no Linux image: run `make linux-image` (make bench does)"
+    );
+    let mut config = image.qemu_config(free_local_port()?);
+    config.memory = options.memory.clone();
+    config.disk = Some(disk.to_path_buf());
+    let port = config.host_port;
+    let (mut vm, _) = Vm::boot_linux_config_to_prompt(&config)?;
+    vm.linux_command_with_timeout(
+        &format!(
+            "mkdir -p /tmp/www && dd if=/dev/urandom of=/tmp/www/big.bin bs=1M \
+             count={DOWNLOAD_MIB} 2>/dev/null && head -c 1024 /tmp/www/big.bin \
+             > /tmp/www/index.html && httpd -p 80 -h /tmp/www"
+        ),
+        Duration::from_secs(120),
+    )?;
+    crate::http::wait_until_served(port, "/index.html")?;
+    let start = Instant::now();
+    let bytes = http_fetch(port, "/big.bin").context("downloading 10 MiB from Linux")?;
+    let download = start.elapsed();
+    ensure!(bytes == DOWNLOAD_MIB << 20, "short download: {bytes} bytes");
+    let per_request = request_rate(port).context("HTTP requests to Linux")?;
+    // Raw sectors behind the partition, as Keel's `blk bench` uses them; timed from the host
+    // (a few milliseconds of serial console are included).
+    let first_mib = (crate::disk::PARTITION_START_LBA * 512 + BENCH_PARTITION_BYTES) >> 20;
+    let mut timed = |line: String| -> Result<Duration> {
+        let start = Instant::now();
+        let output = vm.linux_command_with_timeout(&line, BENCH_TIMEOUT)?;
+        ensure!(output.trim().is_empty(), "{line}: {output}");
+        Ok(start.elapsed())
+    };
+    let write = timed(format!(
+        "dd if=/dev/zero of=/dev/sda bs=1M count={STORAGE_MIB} seek={first_mib} oflag=direct \
+         2>/dev/null"
+    ))?;
+    let read = timed(format!(
+        "dd if=/dev/sda of=/dev/null bs=1M count={STORAGE_MIB} skip={first_mib} iflag=direct \
+         2>/dev/null"
+    ))?;
+    let sample = |name: &str, total: Duration, iterations: u64| BenchSample {
+        name: name.to_string(),
+        median_ns: total.as_nanos() as f64 / iterations as f64,
+        iterations,
+    };
+    Ok(vec![
+        sample(
+            "linux_tcp_guest_to_host_per_mib",
+            download,
+            DOWNLOAD_MIB as u64,
+        ),
+        sample(
+            "linux_http_request_10_clients",
+            per_request * (CLIENTS * REQUESTS_PER_CLIENT) as u32,
+            (CLIENTS * REQUESTS_PER_CLIENT) as u64,
+        ),
+        sample("linux_disk_seq_write_per_mib", write, STORAGE_MIB),
+        sample("linux_disk_seq_read_per_mib", read, STORAGE_MIB),
+    ])
 }
 
 /// The NIC loop's CPU time counters after `packets`, in the order `ifconfig -v` prints them.
