@@ -11,7 +11,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 debian_packages=(qemu-system-x86 grub-pc-bin grub-common xorriso mtools dosfstools binutils
-    clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 libc++abi-14-dev-wasm32 wabt)
+    gcc libc6-dev clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 libc++abi-14-dev-wasm32 wabt)
 rust_components=(rust-src clippy rustfmt)
 kernel_target=x86_64-unknown-none
 apps_targets=(wasm32-wasip1 wasm32-unknown-unknown)

@@ -128,12 +128,53 @@ pub fn build_image(layout: &Layout, extra: Option<&Path>) -> Result<BuiltImage> 
     let kernel_deb = fetch_kernel_package(&debs)?;
     let busybox_deb = fetch_package(&debs, BUSYBOX_PACKAGE)?;
 
+    let native = build_native_programs(layout)?;
     let work = dir.join("extract");
     remove_dir_if_present(&work)?;
-    let result = assemble(&dir, &work, &kernel_deb, &busybox_deb, extra);
+    let result = assemble(&dir, &work, &kernel_deb, &busybox_deb, &native, extra);
     // The unpacked kernel package is ~400 MB; only what the initramfs needs is kept.
     remove_dir_if_present(&work)?;
     result
+}
+
+/// Native programs for the guest's `/bin`, built static by the host's C compiler: the same C
+/// sources that Keel runs as WebAssembly (`apps-wasm/c`), and the OS microbenchmarks
+/// (`toolchain/linux-guest/microbench.c`). Linux's side of `make bench`.
+const NATIVE_PROGRAMS: [(&str, &[&str]); 3] = [
+    (
+        "shabench",
+        &["apps-wasm/c/shabench.c", "apps-wasm/c/sha256.c"],
+    ),
+    ("sortbench", &["apps-wasm/c/sortbench.c"]),
+    ("microbench", &["toolchain/linux-guest/microbench.c"]),
+];
+
+/// Compiles [`NATIVE_PROGRAMS`] into `target/linux/native`; returns (name, binary) pairs.
+fn build_native_programs(layout: &Layout) -> Result<Vec<(String, Vec<u8>)>> {
+    let out = layout.linux_dir().join("native");
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut programs = Vec::new();
+    for (name, sources) in NATIVE_PROGRAMS {
+        let binary = out.join(name);
+        let mut command = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()));
+        command
+            .args([
+                "-static",
+                "-O2",
+                "-std=gnu11",
+                "-Wall",
+                "-Wextra",
+                "-pthread",
+                "-o",
+            ])
+            .arg(&binary)
+            .args(sources.iter().map(|s| layout.root().join(s)));
+        run_captured(&mut command).with_context(|| {
+            format!("compiling {name} statically for the Linux guest (needs gcc and libc6-dev)")
+        })?;
+        programs.push((name.to_string(), read(&binary)?));
+    }
+    Ok(programs)
 }
 
 fn assemble(
@@ -141,6 +182,7 @@ fn assemble(
     work: &Path,
     kernel_deb: &Path,
     busybox_deb: &Path,
+    native: &[(String, Vec<u8>)],
     extra: Option<&Path>,
 ) -> Result<BuiltImage> {
     let kernel_tree = work.join("kernel");
@@ -178,6 +220,9 @@ fn assemble(
     }
     tree.dir("tmp", 0o1777);
     tree.file("bin/busybox", 0o755, read(&busybox)?);
+    for (name, binary) in native {
+        tree.file(&format!("bin/{name}"), 0o755, binary.clone());
+    }
     for applet in &applets {
         tree.symlink(applet, "/bin/busybox");
     }
