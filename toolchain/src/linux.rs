@@ -104,6 +104,18 @@ impl LinuxImage {
     pub fn qemu_config(&self, host_port: u16) -> QemuConfig {
         QemuConfig::booting(self.boot(), host_port)
     }
+
+    /// The same machine with an Intel IOMMU, which the kernel is told to use: what VFIO (and so
+    /// the WASI-dd runner) needs to confine a device's DMA.
+    pub fn qemu_config_with_iommu(&self, host_port: u16) -> QemuConfig {
+        let mut boot = self.boot();
+        if let Boot::Kernel { append, .. } = &mut boot {
+            append.push_str(" intel_iommu=on");
+        }
+        let mut config = QemuConfig::booting(boot, host_port);
+        config.iommu = true;
+        config
+    }
 }
 
 /// What `keel linux-image` made.

@@ -103,6 +103,7 @@ fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         disk: Some(disk),
         disk_errors: None,
         monitor: None,
+        iommu: false,
     };
     let mut qemu = config.command();
     eprintln!(
