@@ -379,11 +379,17 @@ fn a_block_driver_that_dies_is_contained_and_restarts() {
             .parse()
             .context("task id")?;
         let out = vm.command(&format!("kill {task}"))?;
-        ensure!(out.contains(&format!("killed task {task}")), "kill: {out:?}");
+        ensure!(
+            out.contains(&format!("killed task {task}")),
+            "kill: {out:?}"
+        );
         let row = ahci_row(vm, " failed ")?;
         ensure!(row.contains("killed"), "why it stopped: {row:?}");
         let read = vm.command("blk read sd0 0 1")?;
-        ensure!(read.contains("device gone"), "a read without a driver: {read:?}");
+        ensure!(
+            read.contains("device gone"),
+            "a read without a driver: {read:?}"
+        );
         let up = vm.command("uptime")?;
         ensure!(up.starts_with("up "), "shell: {up:?}");
 
@@ -391,7 +397,10 @@ fn a_block_driver_that_dies_is_contained_and_restarts() {
         ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
         ahci_row(vm, " running ")?;
         let text = vm.command("cat /disk/README.TXT")?;
-        ensure!(text.contains("still here"), "/disk after the restart: {text:?}");
+        ensure!(
+            text.contains("still here"),
+            "/disk after the restart: {text:?}"
+        );
         let lsblk = vm.command("lsblk")?;
         ensure!(
             !lsblk.contains("sd1"),
