@@ -658,12 +658,7 @@ fn http_fetch(port: u16, path: &str) -> Result<usize> {
 /// serving a 10 MiB file (guest-to-host TCP throughput; one sample, its time per MiB) and a
 /// small page to 10 clients at once (time per request over all of them).
 fn network(vm: &mut Vm, port: u16) -> Result<Vec<BenchSample>> {
-    for _ in 0..80 {
-        if vm.command("ifconfig")?.contains("inet 10.0.2.15") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    vm.command_until("ifconfig", |o| o.contains("inet 10.0.2.15"))?;
     for line in [
         "mkdir -p /tmp/www".to_string(),
         "cp /README /tmp/www/index.html".to_string(),
@@ -846,12 +841,7 @@ fn packet_cost(vm: &mut Vm) -> Result<Vec<u64>> {
 /// The disk through the AHCI driver component: the raw sectors behind the partition from the
 /// kernel (`blk bench`), and a file on the mounted FAT32 volume from a program (`fsbench`).
 fn storage(vm: &mut Vm) -> Result<Vec<BenchSample>> {
-    for _ in 0..80 {
-        if vm.command("mount")?.contains(" on /disk ") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    vm.command_until("mount", |o| o.contains(" on /disk "))?;
     let first_raw = (crate::disk::PARTITION_START_LBA * 512 + BENCH_PARTITION_BYTES) / 512;
     let mut samples = Vec::new();
     for line in [

@@ -25,6 +25,9 @@ use crate::qemu::{Boot, DEFAULT_MEMORY, QemuConfig, free_local_port};
 pub const PROMPT: &str = "keel> ";
 /// Hang guard for reaching the first prompt (TCG is slow; this is not a performance threshold).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often [`Vm::command_until`] looks at most, and how long it waits between looks.
+const LOOKS: u32 = 120;
+const LOOK_PAUSE: Duration = Duration::from_millis(250);
 /// Hang guard for one shell command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The last line of [`Vm::transcript`].
@@ -148,19 +151,45 @@ impl Vm {
         Ok((vm, boot_log))
     }
 
-    /// Waits (a bounded number of looks) until the boot image's drivers are bound and none is
-    /// still starting, so that a test sees a quiet system: drivers allocate memory and print
-    /// while they start.
+    /// Waits until the boot image's drivers are bound and none is still starting, so that a
+    /// test sees a quiet system: drivers allocate memory and print while they start.
     pub fn wait_for_drivers(&mut self) -> Result<String> {
+        self.command_until("drivers", |output| {
+            !output.contains("still binding") && !output.contains(" starting ")
+        })
+    }
+
+    /// Runs shell command `line` until its output satisfies `done`, a bounded number of looks
+    /// apart (the system reaches a lease, a mount or a driver state in its own time; this is a
+    /// hang guard, not a performance threshold). Returns that output, or an error holding the
+    /// last one.
+    pub fn command_until(&mut self, line: &str, done: impl Fn(&str) -> bool) -> Result<String> {
         let mut output = String::new();
-        for _ in 0..120 {
-            output = self.command("drivers")?;
-            if !output.contains("still binding") && !output.contains(" starting ") {
+        for _ in 0..LOOKS {
+            output = self.command(line)?;
+            if done(&output) {
                 return Ok(output);
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(LOOK_PAUSE);
         }
-        Err(anyhow!("the drivers did not settle: {output:?}"))
+        Err(anyhow!(
+            "`{line}` never showed what was waited for: {output:?}"
+        ))
+    }
+
+    /// The row of `drivers` for driver `name`, once it contains `want` (a state such as
+    /// " running " or " failed ").
+    pub fn driver_row(&mut self, name: &str, want: &str) -> Result<String> {
+        let column = format!(" {name} ");
+        let row_of = |output: &str| {
+            output
+                .lines()
+                .find(|l| l.contains(&column))
+                .map(str::to_string)
+        };
+        let output =
+            self.command_until("drivers", |o| row_of(o).is_some_and(|r| r.contains(want)))?;
+        Ok(row_of(&output).unwrap_or_default())
     }
 
     /// Starts `command` with piped stdio and begins collecting its output.

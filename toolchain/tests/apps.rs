@@ -379,14 +379,7 @@ fn sha256_hex(data: &[u8]) -> String {
 #[test]
 fn httpd_serves_files_to_the_host() {
     with_vm(|vm| {
-        let mut ifconfig = String::new();
-        for _ in 0..40 {
-            ifconfig = vm.command("ifconfig")?;
-            if ifconfig.contains("inet 10.0.2.15") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let ifconfig = vm.command_until("ifconfig", |o| o.contains("inet 10.0.2.15"))?;
         ensure!(
             ifconfig.contains("inet 10.0.2.15"),
             "no address: {ifconfig:?}"
@@ -533,12 +526,7 @@ fn name_server_on_the_host(name: &'static str, address: [u8; 4]) -> Result<u16> 
 #[test]
 fn programs_connect_out_and_names_resolve_by_dns() {
     with_vm(|vm| {
-        for _ in 0..40 {
-            if vm.command("ifconfig")?.contains("inet 10.0.2.15") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        vm.command_until("ifconfig", |o| o.contains("inet 10.0.2.15"))?;
         let port = serve_once_on_the_host(b"hello from the host\n")?;
         let out = run(
             vm,

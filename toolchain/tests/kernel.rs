@@ -673,18 +673,11 @@ fn drivers_binds_the_edu_test_driver_which_uses_mmio_interrupts_and_dma() {
                 .any(|l| l.contains("drivers: ") && l.ends_with(" in the boot image")),
             "the boot log does not mention the drivers"
         );
-        // The driver manager runs beside the shell; give it a bounded number of looks.
-        let mut output = String::new();
-        for _ in 0..60 {
-            output = vm.command("drivers")?;
-            let done = output
-                .lines()
-                .any(|l| l.contains("test-edu") && !l.contains(" starting "));
-            if done {
-                break;
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
+        // The driver manager runs beside the shell.
+        let output = vm.command_until("drivers", |o| {
+            o.lines()
+                .any(|l| l.contains("test-edu") && !l.contains(" starting "))
+        })?;
         let row = output
             .lines()
             .find(|l| l.contains("test-edu"))
@@ -734,15 +727,8 @@ fn e1000_driver_gets_a_dhcp_lease_and_pings_the_gateway() {
             row.contains(" e1000 ") && row.contains(" running "),
             "e1000 driver row: {row:?}"
         );
-        // DHCP over QEMU's user network takes a few round trips: a bounded number of looks.
-        let mut ifconfig = String::new();
-        for _ in 0..40 {
-            ifconfig = vm.command("ifconfig")?;
-            if ifconfig.contains("inet 10.0.2.15/24") {
-                break;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+        // DHCP over QEMU's user network takes a few round trips.
+        let ifconfig = vm.command_until("ifconfig", |o| o.contains("inet 10.0.2.15/24"))?;
         ensure!(
             ifconfig.contains("inet 10.0.2.15/24") && ifconfig.contains("router 10.0.2.2"),
             "no DHCP lease: {ifconfig:?}"
@@ -778,36 +764,19 @@ fn e1000_driver_gets_a_dhcp_lease_and_pings_the_gateway() {
     });
 }
 
-/// The e1000 driver's row of `drivers`, once it matches `want` (a bounded number of looks).
+/// The e1000 driver's row of `drivers`, once it matches `want`.
 fn e1000_row(vm: &mut Vm, want: &str) -> Result<String> {
-    let mut row = String::new();
-    for _ in 0..60 {
-        let drivers = vm.command("drivers")?;
-        row = drivers
-            .lines()
-            .find(|l| l.contains(" e1000 "))
-            .unwrap_or_default()
-            .to_string();
-        if row.contains(want) {
-            return Ok(row);
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-    Err(anyhow!("the e1000 row never showed {want:?}: {row:?}"))
+    vm.driver_row("e1000", want)
 }
 
-/// Waits (a bounded number of looks) for the link and the DHCP lease together: both show in
-/// one `ifconfig` only once a running driver's first round has been served (a lease from
-/// before a restart is still there while the link is down).
+/// Waits for the link and the DHCP lease together: both show in one `ifconfig` only once a
+/// running driver's first round has been served (a lease from before a restart is still there
+/// while the link is down).
 fn wait_for_lease(vm: &mut Vm) -> Result<()> {
-    for _ in 0..80 {
-        let ifconfig = vm.command("ifconfig")?;
-        if ifconfig.contains("link up") && ifconfig.contains("inet 10.0.2.15/24") {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-    Err(anyhow!("no DHCP lease"))
+    vm.command_until("ifconfig", |o| {
+        o.contains("link up") && o.contains("inet 10.0.2.15/24")
+    })
+    .map(drop)
 }
 
 /// A NIC driver that dies takes the network down and nothing else, and `drivers restart`
@@ -895,17 +864,7 @@ fn a_nic_driver_that_dies_is_contained_and_restarts() {
 #[test]
 fn link_down_and_up_is_noticed_and_traffic_resumes() {
     with_vm(|vm, _| {
-        let look = |vm: &mut Vm, want: &str| -> Result<String> {
-            let mut ifconfig = String::new();
-            for _ in 0..40 {
-                ifconfig = vm.command("ifconfig")?;
-                if ifconfig.contains(want) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(250));
-            }
-            Ok(ifconfig)
-        };
+        let look = |vm: &mut Vm, want: &str| vm.command_until("ifconfig", |o| o.contains(want));
         let ifconfig = look(vm, "inet 10.0.2.15/24")?;
         ensure!(ifconfig.contains("link up"), "before: {ifconfig:?}");
         vm.monitor_command("set_link n0 off")?;

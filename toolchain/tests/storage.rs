@@ -67,17 +67,9 @@ fn with_disk(disk: &Path, test: impl FnOnce(&mut Vm) -> Result<()>) {
     }
 }
 
-/// Waits (a bounded number of looks) until the volume mounted at `/disk` shows in `mount`.
+/// Waits until the volume mounted at `/disk` shows in `mount`.
 fn wait_for_mount(vm: &mut Vm) -> Result<String> {
-    let mut output = String::new();
-    for _ in 0..80 {
-        output = vm.command("mount")?;
-        if output.contains(" on /disk ") {
-            return Ok(output);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Err(anyhow!("/disk was never mounted: {output:?}"))
+    vm.command_until("mount", |o| o.contains(" on /disk "))
 }
 
 /// The hex digest `sha256sum` printed for `path`.
@@ -287,14 +279,8 @@ fn a_blank_disk_or_no_disk_is_handled() {
         .unwrap();
     with_disk(image.path(), |vm| {
         // Until the storage task has looked at the disk, lsblk says "(scanning)".
-        let mut lsblk = String::new();
-        for _ in 0..80 {
-            lsblk = vm.command("lsblk")?;
-            if lsblk.contains("sd0") && !lsblk.contains("(scanning)") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let lsblk =
+            vm.command_until("lsblk", |o| o.contains("sd0") && !o.contains("(scanning)"))?;
         ensure!(lsblk.contains("sd0 "), "lsblk: {lsblk:?}");
         ensure!(
             !lsblk.contains("/disk"),
@@ -334,22 +320,9 @@ fn a_blank_disk_or_no_disk_is_handled() {
     result.unwrap_or_else(|e| panic!("{:#}", vm.with_transcript(e)));
 }
 
-/// The row of `drivers` for the AHCI driver once it shows `want` (a bounded number of looks).
+/// The row of `drivers` for the AHCI driver once it shows `want`.
 fn ahci_row(vm: &mut Vm, want: &str) -> Result<String> {
-    let mut row = String::new();
-    for _ in 0..60 {
-        let drivers = vm.command("drivers")?;
-        row = drivers
-            .lines()
-            .find(|l| l.contains(" ahci "))
-            .unwrap_or_default()
-            .to_string();
-        if row.contains(want) {
-            return Ok(row);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Err(anyhow!("the ahci row never showed {want:?}: {row:?}"))
+    vm.driver_row("ahci", want)
 }
 
 /// A block driver that dies takes its disk's I/O down and nothing else: reads fail with an
