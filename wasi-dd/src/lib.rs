@@ -30,6 +30,7 @@ pub mod bindings;
 mod host;
 pub mod platform;
 mod registers;
+pub mod serve;
 pub mod types;
 
 pub use bindings::block_driver::BlockDriver;
@@ -38,3 +39,4 @@ pub use bindings::nic_driver::NicDriver;
 pub use bindings::test_driver::TestDriver;
 pub use host::{DriverHost, Limits, MAX_DMA_ALIGN, add_to_linker};
 pub use platform::Platform;
+pub use serve::{call_error, init_block, init_nic};

@@ -18,6 +18,7 @@ use wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::{
 };
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::host::wasi_dd::dd::types::ErrorCode;
+use wasi_dd::call_error;
 use wasi_dd::platform::Platform;
 use wasi_dd::{BlockDriver, DriverHost};
 use wasmtime::Store;
@@ -42,20 +43,11 @@ pub fn start<P: Platform>(
     store: &mut Store<DriverHost<P>>,
     driver: &BlockDriver,
 ) -> Result<Vec<DiskInfo>, String> {
-    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
-    let disks = driver
-        .wasi_dd_dd_block()
-        .call_init(&mut *store, device)
-        .map_err(|e| call_error("init", e))?
-        .map_err(|code| format!("init: {}", code.name()))?;
+    let disks = wasi_dd::init_block(store, driver)?;
     Ok(disks
         .into_iter()
         .filter(|d| d.sector_size > 0 && d.sector_count > 0)
         .collect())
-}
-
-fn call_error(what: &str, e: wasmtime::Error) -> String {
-    format!("{what}: {e:#}")
 }
 
 /// The errno an NBD reply carries for a driver's error code.

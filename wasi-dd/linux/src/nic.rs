@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::nic_driver::exports::wasi_dd::dd::nic::{LinkStatus, TxFrame};
+use wasi_dd::call_error;
 use wasi_dd::platform::Platform;
 use wasi_dd::{DriverHost, NicDriver};
 use wasmtime::Store;
@@ -115,10 +116,6 @@ pub struct NextWait {
     pub timeout: Duration,
 }
 
-fn call_error(what: &str, e: wasmtime::Error) -> String {
-    format!("{what}: {e:#}")
-}
-
 impl NicLoop {
     /// Initializes the NIC (`init`), fills its receive ring, and returns the loop with the MAC
     /// address the driver reported.
@@ -127,14 +124,7 @@ impl NicLoop {
         driver: &NicDriver,
     ) -> Result<(NicLoop, [u8; 6]), String> {
         let nic = driver.wasi_dd_dd_nic();
-        let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
-        let mac = nic
-            .call_init(&mut *store, device)
-            .map_err(|e| call_error("init", e))?
-            .map_err(|code| format!("init: {}", code.name()))?;
-        let mac: [u8; 6] = mac
-            .try_into()
-            .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))?;
+        let mac = wasi_dd::init_nic(store, driver)?;
         let mut buffers = Vec::with_capacity(RX_BUFFERS);
         for _ in 0..RX_BUFFERS {
             buffers.push(

@@ -4,7 +4,6 @@
 //! and hands back results as the driver completes them. Payloads never pass through the driver:
 //! the host fills and empties the buffers, the device moves them by DMA.
 
-use crate::call_error;
 use crate::platform::{InterruptSlot, KeelPlatform};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -18,6 +17,7 @@ use keel_task::WaitQueue;
 use wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::{BlockOp, BlockRequest};
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::host::wasi_dd::dd::types::ErrorCode;
+use wasi_dd::call_error;
 use wasi_dd::types::PciAddress;
 use wasi_dd::{BlockDriver, DriverHost};
 use wasmtime::Store;
@@ -356,12 +356,7 @@ pub(crate) fn serve(
     interrupts: &Arc<InterruptSlot>,
     running: impl FnOnce(),
 ) -> Result<String, String> {
-    let block = driver.wasi_dd_dd_block();
-    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
-    let found = block
-        .call_init(&mut *store, device)
-        .map_err(|e| call_error("init", e))?
-        .map_err(|code| format!("init: {}", code.name()))?;
+    let found = wasi_dd::init_block(store, driver)?;
     let queue = Arc::new(RequestQueue {
         state: IrqSafeMutex::new(QueueState::default()),
         interrupts: interrupts.clone(),

@@ -16,8 +16,3 @@ pub use manager::{
     binding, end_binding, parse_manifest, records,
 };
 pub use platform::{ConfigSpace, KeelPlatform};
-
-/// A failed call into a driver component (a trap, or the instance killed), for its record.
-pub(crate) fn call_error(what: &str, e: wasmtime::Error) -> alloc::string::String {
-    alloc::format!("{what}: {e:#}")
-}

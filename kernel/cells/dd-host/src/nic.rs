@@ -2,7 +2,6 @@
 //! and [`keel_net::Stack`] as DMA buffer handles, which the host fills and empties; the driver
 //! only writes descriptors.
 
-use crate::call_error;
 use crate::platform::{InterruptSlot, KeelPlatform};
 use alloc::format;
 use alloc::string::String;
@@ -16,6 +15,7 @@ use wasi_dd::DriverHost;
 use wasi_dd::NicDriver;
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::nic_driver::exports::wasi_dd::dd::nic::TxFrame;
+use wasi_dd::call_error;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -103,14 +103,7 @@ pub(crate) fn serve(
         Ok(())
     });
     let nic = driver.wasi_dd_dd_nic();
-    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
-    let mac = nic
-        .call_init(&mut *store, device)
-        .map_err(|e| call_error("init", e))?
-        .map_err(|code| format!("init: {}", code.name()))?;
-    let mac: [u8; 6] = mac
-        .try_into()
-        .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))?;
+    let mac = wasi_dd::init_nic(store, driver)?;
     {
         // A restarted driver serves the stack that is already there, so that programs' sockets
         // (handles into it) stay valid; the link comes back with the driver's first round.

@@ -1,0 +1,45 @@
+//! What every host does first with a NIC or block driver, whatever it then serves it to: call
+//! `init` with a fresh device handle and turn any failure into one line for its log (Keel's
+//! `kernel/cells/dd-host`, Linux's `wasi-dd/linux`).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use wasmtime::Store;
+
+use crate::bindings::block_driver::exports::wasi_dd::dd::block::DiskInfo;
+use crate::platform::Platform;
+use crate::{BlockDriver, DriverHost, NicDriver};
+
+/// A failed call into a driver component (a trap, or the instance interrupted) as a line.
+pub fn call_error(what: &str, e: wasmtime::Error) -> String {
+    format!("{what}: {e:#}")
+}
+
+/// Initializes a NIC driver on the instance's device; its MAC address.
+pub fn init_nic<P: Platform>(
+    store: &mut Store<DriverHost<P>>,
+    driver: &NicDriver,
+) -> Result<[u8; 6], String> {
+    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
+    let mac = driver
+        .wasi_dd_dd_nic()
+        .call_init(&mut *store, device)
+        .map_err(|e| call_error("init", e))?
+        .map_err(|code| format!("init: {}", code.name()))?;
+    mac.try_into()
+        .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))
+}
+
+/// Initializes a block driver on the instance's device; the disks it found.
+pub fn init_block<P: Platform>(
+    store: &mut Store<DriverHost<P>>,
+    driver: &BlockDriver,
+) -> Result<Vec<DiskInfo>, String> {
+    let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
+    driver
+        .wasi_dd_dd_block()
+        .call_init(&mut *store, device)
+        .map_err(|e| call_error("init", e))?
+        .map_err(|code| format!("init: {}", code.name()))
+}
