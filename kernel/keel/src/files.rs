@@ -18,23 +18,17 @@ program /tmp and nothing else.
 ";
 
 static VFS: Once<Arc<Vfs>> = Once::new();
-static ROOT: Once<Arc<MemFs>> = Once::new();
 
 pub fn vfs() -> Arc<Vfs> {
     VFS.call_once(|| {
-        let root = ROOT.call_once(|| Arc::new(MemFs::new(ROOT_LIMIT))).clone();
-        let vfs = Arc::new(Vfs::new(root, keel_time::wall_clock_ns));
+        let vfs = Arc::new(Vfs::new(
+            Arc::new(MemFs::new(ROOT_LIMIT)),
+            keel_time::wall_clock_ns,
+        ));
         populate(&vfs);
         vfs
     })
     .clone()
-}
-
-/// Size and free space of the root file system (in memory).
-pub fn root_usage() -> Option<keel_vfs::Usage> {
-    vfs();
-    ROOT.get()
-        .and_then(|root| keel_vfs::FileSystem::usage(&**root))
 }
 
 fn populate(vfs: &Vfs) {

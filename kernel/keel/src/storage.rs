@@ -314,22 +314,21 @@ pub fn df(args: &[String]) -> Result<(), String> {
         "{:<10} {:>10} {:>10} {:>10} {:>5} MOUNTED ON",
         "FILESYSTEM", "SIZE", "USED", "AVAIL", "USE%"
     );
-    let mut rows: Vec<(String, String, Option<keel_vfs::Usage>)> = vec![(
-        String::from("memfs"),
-        String::from("/"),
-        crate::files::root_usage(),
-    )];
-    let mounted: Vec<(String, String, Arc<FatFs>)> = VOLUMES
+    // Every mount of the VFS, the in-memory root included; volumes go by their lsblk names.
+    let names: Vec<(String, String)> = VOLUMES
         .lock()
         .iter()
-        .filter_map(|v| {
-            let m = v.mounted.as_ref()?;
-            Some((v.name.clone(), m.path.clone(), m.fs.clone()))
-        })
+        .filter_map(|v| Some((v.mounted.as_ref()?.path.clone(), v.name.clone())))
         .collect();
-    for (name, path, fs) in mounted {
-        rows.push((name, path, fs.usage()));
-    }
+    let vfs = crate::files::vfs();
+    let rows = vfs.mounts().into_iter().map(|(path, id)| {
+        let name = match names.iter().find(|(p, _)| *p == path) {
+            Some((_, name)) => name.clone(),
+            None if path == "/" => String::from("memfs"),
+            None => String::from("?"),
+        };
+        (name, path, vfs.usage(id))
+    });
     for (name, path, usage) in rows {
         let Some(u) = usage else {
             println!(
