@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use keel_toolchain::disk::{create_fat32_image, get_file, list, put_file};
 use keel_toolchain::vm::Vm;
 use sha2::Digest;
