@@ -12,7 +12,8 @@ use wasmtime::Store;
 use wasmtime::component::Resource;
 
 const BUFFER_BYTES: u64 = 2048;
-const RING: usize = 32;
+const TX_RING: usize = 32;
+const RX_RING: usize = 256;
 
 struct Nic {
     platform: FakeE1000,
@@ -175,8 +176,8 @@ impl Nic {
 fn init_returns_the_mac_and_programs_the_rings() {
     let nic = Nic::started();
     let state = nic.platform.state();
-    assert_eq!(state.register(RDLEN), 512);
-    assert_eq!(state.register(TDLEN), 512);
+    assert_eq!(state.register(RDLEN), RX_RING as u32 * 16);
+    assert_eq!(state.register(TDLEN), TX_RING as u32 * 16);
     assert_eq!(state.register(RCTL), RCTL_EN | (1 << 15) | (1 << 26));
     assert_eq!(
         state.register(TCTL),
@@ -193,10 +194,13 @@ fn init_returns_the_mac_and_programs_the_rings() {
     let rx_ring = u64::from(state.register(RDBAL)) | (u64::from(state.register(RDBAH)) << 32);
     let tx_ring = u64::from(state.register(TDBAL)) | (u64::from(state.register(TDBAH)) << 32);
     assert_ne!(rx_ring, tx_ring);
-    for ring in [rx_ring, tx_ring] {
+    for (ring, bytes) in [
+        (rx_ring, RX_RING as u64 * 16),
+        (tx_ring, TX_RING as u64 * 16),
+    ] {
         assert!(
-            state.allocations.contains(&(ring, 512)),
-            "ring {ring:#x} is not a 512-byte DMA buffer of the driver: {:?}",
+            state.allocations.contains(&(ring, bytes)),
+            "ring {ring:#x} is not a {bytes}-byte DMA buffer of the driver: {:?}",
             state.allocations
         );
     }
@@ -373,10 +377,10 @@ fn both_rings_wrap_around() {
         .map(|s| s.bytes.clone())
         .collect();
     assert_eq!(sent, expected);
-    assert_eq!(nic.register(TDH), (50 % RING) as u32);
+    assert_eq!(nic.register(TDH), (50 % TX_RING) as u32);
 
     assert_eq!(nic.supply_new(16), Ok(16));
-    for round in 0..5 {
+    for round in 0..30 {
         let frames: Vec<_> = (0..10).map(|i| frame(round * 10 + i, 1514 - i)).collect();
         for bytes in &frames {
             assert!(nic.platform.state().inject(bytes));
@@ -386,8 +390,8 @@ fn both_rings_wrap_around() {
         assert_eq!(bytes, frames);
         assert_eq!(nic.supply(buffers), Ok(10));
     }
-    assert_eq!(nic.register(RDH), (50 % RING) as u32);
-    assert_eq!(nic.register(RDT), ((16 + 50) % RING) as u32);
+    assert_eq!(nic.register(RDH), (300 % RX_RING) as u32);
+    assert_eq!(nic.register(RDT), ((16 + 300) % RX_RING) as u32);
     nic.assert_clean();
 }
 
@@ -397,7 +401,7 @@ fn full_rings_take_part_of_a_batch() {
     let frames: Vec<_> = (0..40).map(|i| frame(i, 100)).collect();
     let tx_frames = nic.tx_frames(&frames);
     let before = nic.store.data().dma_in_use();
-    assert_eq!(nic.transmit(tx_frames), Ok(31));
+    assert_eq!(nic.transmit(tx_frames), Ok(TX_RING as u32 - 1));
     assert_eq!(
         nic.store.data().dma_in_use(),
         before - 9 * BUFFER_BYTES,
@@ -415,12 +419,13 @@ fn full_rings_take_part_of_a_batch() {
         .collect();
     assert_eq!(sent, frames[..36].to_vec());
 
-    assert_eq!(nic.supply_new(40), Ok(31));
+    assert_eq!(nic.supply_new(300), Ok(RX_RING as u32 - 1));
     assert_eq!(nic.supply_new(1), Ok(0));
-    for i in 0..32 {
-        assert_eq!(nic.platform.state().inject(&frame(i, 70)), i < 31);
+    for i in 0..RX_RING {
+        assert_eq!(nic.platform.state().inject(&frame(i, 70)), i < RX_RING - 1);
     }
-    assert_eq!(nic.receive(64).len(), 31);
+    assert_eq!(nic.receive(64).len(), 64);
+    assert_eq!(nic.receive(u32::MAX).len(), RX_RING - 1 - 64);
     nic.assert_clean();
 }
 

@@ -1,12 +1,13 @@
 //! A WASI-dd network driver for the Intel 82540EM (8086:100e, QEMU's `e1000`), world
 //! `nic-driver`.
 //!
-//! BAR 0 holds the registers (128 KiB, every access 32 bits wide). Two rings of 32 legacy
-//! descriptors (16 bytes each) live in DMA buffers the driver allocates; the frames themselves
+//! BAR 0 holds the registers (128 KiB, every access 32 bits wide). Two rings of legacy
+//! descriptors (16 bytes each; 256 to receive, as Linux's driver has, and 32 to transmit) live
+//! in DMA buffers the driver allocates; the frames themselves
 //! are in buffers the host allocates and hands over. A transmit buffer stays in the driver from
 //! `transmit` until its descriptor reports done (DD) and `reclaim` hands it back; a receive
 //! buffer stays from `supply-rx` until the device filled it and `receive` hands it back. A ring
-//! holds at most 31 buffers: the device treats head == tail as empty.
+//! holds one buffer fewer than it has descriptors: the device treats head == tail as empty.
 
 #![deny(unsafe_code)]
 
@@ -91,9 +92,12 @@ const TCTL_VALUE: u64 = TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD;
 const TIPG_VALUE: u64 = 10 | (8 << 10) | (6 << 20);
 const RAH_AV: u64 = 1 << 31;
 
-const RING: usize = 32;
+/// Receive descriptors: at 32, a burst arriving while the host was busy overran the ring.
+const RX_RING: usize = 256;
+const TX_RING: usize = 32;
 const DESCRIPTOR_BYTES: u64 = 16;
-const RING_BYTES: u64 = RING as u64 * DESCRIPTOR_BYTES;
+/// Status words read per batch while looking for received frames.
+const STATUS_CHUNK: usize = 16;
 /// Descriptor rings: base 16-byte aligned, length a multiple of 128 bytes.
 const RING_ALIGN: u64 = 128;
 const RX_BUFFER_BYTES: u64 = 2048;
@@ -197,39 +201,72 @@ fn failed(what: &str, error: BatchError) -> ErrorCode {
 /// (not including) `tail` hold a buffer; the device owns those it has not marked done.
 struct Ring {
     memory: DmaBuffer,
+    size: usize,
     buffers: Vec<Option<DmaBuffer>>,
     head: usize,
     tail: usize,
 }
 
 impl Ring {
-    fn new(device: &Device) -> Result<(Ring, u64), ErrorCode> {
-        let memory = device.allocate_dma(RING_BYTES, RING_ALIGN)?;
+    fn new(device: &Device, size: usize) -> Result<(Ring, u64), ErrorCode> {
+        let memory = device.allocate_dma(Self::bytes(size), RING_ALIGN)?;
         let address = memory.device_address()?;
         let ring = Ring {
             memory,
-            buffers: (0..RING).map(|_| None).collect(),
+            size,
+            buffers: (0..size).map(|_| None).collect(),
             head: 0,
             tail: 0,
         };
         Ok((ring, address))
     }
 
+    /// The ring's length in bytes (a multiple of [`RING_ALIGN`] for the sizes used).
+    const fn bytes(size: usize) -> u64 {
+        size as u64 * DESCRIPTOR_BYTES
+    }
+
     fn in_use(&self) -> usize {
-        (self.tail + RING - self.head) % RING
+        (self.tail + self.size - self.head) % self.size
     }
 
     fn room(&self) -> usize {
-        RING - 1 - self.in_use()
+        self.size - 1 - self.in_use()
     }
 
     /// The second words (length, command or status) of the `count` descriptors from `head`.
     fn status_words(&self, count: usize, what: &str) -> Vec<u64> {
+        self.status_words_from(0, count, what)
+    }
+
+    /// The second words of `count` descriptors, starting `skip` descriptors after `head`.
+    fn status_words_from(&self, skip: usize, count: usize, what: &str) -> Vec<u64> {
         let mut batch = Batch::default();
-        for i in 0..count {
-            batch.read64(descriptor((self.head + i) % RING) + 8);
+        for i in skip..skip + count {
+            batch.read64(descriptor((self.head + i) % self.size) + 8);
         }
         batch.on_memory(&self.memory, what).unwrap_or_default()
+    }
+
+    /// The second words of the descriptors from `head` that the device has marked done
+    /// (`done_bit` in the status byte at `status_shift`), up to `max`: read a chunk at a time,
+    /// so a large ring with few frames costs little.
+    fn done_words(&self, max: usize, status_shift: u64, done_bit: u64, what: &str) -> Vec<u64> {
+        let count = self.in_use().min(max);
+        let mut words = Vec::new();
+        while words.len() < count {
+            let chunk = (count - words.len()).min(STATUS_CHUNK);
+            let read = self.status_words_from(words.len(), chunk, what);
+            let done = read
+                .iter()
+                .take_while(|&&word| (word >> status_shift) & done_bit != 0)
+                .count();
+            words.extend_from_slice(&read[..done]);
+            if done < chunk {
+                break;
+            }
+        }
+        words
     }
 
     /// Points the next descriptors at `buffers` (with their device addresses and second words)
@@ -237,13 +274,13 @@ impl Ring {
     fn fill(&mut self, buffers: Vec<(DmaBuffer, u64, u64)>, what: &str) -> Result<u64, ErrorCode> {
         let mut batch = Batch::default();
         for (i, (_, address, word)) in buffers.iter().enumerate() {
-            let slot = descriptor((self.tail + i) % RING);
+            let slot = descriptor((self.tail + i) % self.size);
             batch.write64(slot, *address).write64(slot + 8, *word);
         }
         batch.on_memory(&self.memory, what)?;
         for (buffer, _, _) in buffers {
             self.buffers[self.tail] = Some(buffer);
-            self.tail = (self.tail + 1) % RING;
+            self.tail = (self.tail + 1) % self.size;
         }
         Ok(self.tail as u64)
     }
@@ -251,7 +288,7 @@ impl Ring {
     /// Hands back the buffer of the descriptor at `head` and moves past it.
     fn take(&mut self) -> Option<DmaBuffer> {
         let buffer = self.buffers[self.head].take();
-        self.head = (self.head + 1) % RING;
+        self.head = (self.head + 1) % self.size;
         buffer
     }
 }
@@ -369,20 +406,20 @@ impl Nic {
         }
         setup.on_registers(&registers, "link and filters")?;
 
-        let (rx, rx_address) = Ring::new(&device)?;
-        let (tx, tx_address) = Ring::new(&device)?;
+        let (rx, rx_address) = Ring::new(&device, RX_RING)?;
+        let (tx, tx_address) = Ring::new(&device, TX_RING)?;
         device.set_bus_mastering(true)?;
         let interrupt = device.interrupt()?;
         let started = Batch::default()
             .write32(RDBAL, rx_address)
             .write32(RDBAH, rx_address >> 32)
-            .write32(RDLEN, RING_BYTES)
+            .write32(RDLEN, Ring::bytes(RX_RING))
             .write32(RDH, 0)
             .write32(RDT, 0)
             .write32(RCTL, RCTL_VALUE)
             .write32(TDBAL, tx_address)
             .write32(TDBAH, tx_address >> 32)
-            .write32(TDLEN, RING_BYTES)
+            .write32(TDLEN, Ring::bytes(TX_RING))
             .write32(TDH, 0)
             .write32(TDT, 0)
             .write32(TIPG, TIPG_VALUE)
@@ -504,8 +541,12 @@ impl Nic {
 
     fn receive(&mut self, max: u32) -> Vec<RxFrame> {
         self.check_fault_injection();
-        let count = self.rx.in_use().min(max as usize);
-        let words = self.rx.status_words(count, "receive status");
+        let words = self.rx.done_words(
+            max as usize,
+            RX_STATUS_SHIFT,
+            RX_STA_DD,
+            "receive status",
+        );
         let mut frames = Vec::new();
         let mut recycled = Vec::new();
         for word in words {

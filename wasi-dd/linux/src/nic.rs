@@ -18,8 +18,10 @@ use wasmtime::component::Resource;
 
 use crate::sys::{self, Interest, Tap};
 
-/// Receive buffers kept in the driver's ring (a ring of 32 descriptors holds 31).
-pub const RX_BUFFERS: usize = 31;
+/// Receive buffers offered to the driver's ring: what a ring of 256 descriptors holds (the
+/// size Linux's e1000 driver uses). A driver with a smaller ring takes fewer (`supply-rx` says
+/// how many) and the rest are freed.
+pub const RX_BUFFERS: usize = 255;
 /// Size of every frame buffer: a full Ethernet frame (and a VLAN tag) fits.
 pub const FRAME_BUFFER: u64 = 2048;
 /// Frames taken from the driver per `receive` call.

@@ -75,8 +75,10 @@ fn timed<R>(total: &mut u64, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Receive buffers the host keeps in the driver's ring (a ring of 32 descriptors holds 31).
-const RX_BUFFERS: usize = 31;
+/// Receive buffers offered to the driver's ring: what a ring of 256 descriptors holds (the
+/// size Linux's e1000 driver uses). A driver with a smaller ring takes fewer (`supply-rx` says
+/// how many) and the rest are freed.
+const RX_BUFFERS: usize = 255;
 /// Size of every frame buffer: a full Ethernet frame fits.
 const FRAME_BUFFER: u64 = 2048;
 /// Longest the loop sleeps when nothing happens, so timers and sockets are served.
