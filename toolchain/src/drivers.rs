@@ -475,11 +475,12 @@ mod tests {
     }
 }
 
-/// A driver for the boot image: its precompiled component and the module command line that
-/// tells the kernel what it binds to (`driver NAME world=... match=...`).
+/// A driver for the boot image: its component, that component precompiled, and the module
+/// command line that tells the kernel what it binds to (`driver NAME world=... match=...`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootDriver {
     pub name: String,
+    pub component: PathBuf,
     pub artifact: PathBuf,
     pub command_line: String,
 }
@@ -516,27 +517,43 @@ pub fn parse_boot_list(text: &str) -> Result<Vec<(String, String)>> {
     Ok(entries)
 }
 
-/// Precompiles the drivers `drivers-wasm/boot-drivers.txt` lists (from `components`, the
-/// output of [`build_drivers`]) with `keel-aot` into `target/keel/drivers`.
-pub fn boot_drivers(layout: &Layout, components: &[PathBuf]) -> Result<Vec<BootDriver>> {
+/// The components of the drivers `drivers-wasm/boot-drivers.txt` lists, from `components` (the
+/// output of [`build_drivers`]): (name, boot line, component). Keel's image precompiles them and
+/// also carries the components themselves; the Linux image carries the same files.
+pub fn boot_driver_components(
+    layout: &Layout,
+    components: &[PathBuf],
+) -> Result<Vec<(String, String, PathBuf)>> {
     let list_file = layout.root().join("drivers-wasm/boot-drivers.txt");
     let text = fs::read_to_string(&list_file)
         .with_context(|| format!("reading {}", list_file.display()))?;
+    parse_boot_list(&text)?
+        .into_iter()
+        .map(|(name, line)| {
+            let component = components
+                .iter()
+                .find(|c| c.file_stem().is_some_and(|s| s == name.as_str()))
+                .ok_or_else(|| {
+                    anyhow!("boot-drivers.txt names '{name}', which drivers-wasm does not build")
+                })?;
+            Ok((name, line, component.clone()))
+        })
+        .collect()
+}
+
+/// Precompiles the drivers `drivers-wasm/boot-drivers.txt` lists (from `components`, the
+/// output of [`build_drivers`]) with `keel-aot` into `target/keel/drivers`.
+pub fn boot_drivers(layout: &Layout, components: &[PathBuf]) -> Result<Vec<BootDriver>> {
     let aot = layout.root().join("target/release/keel-aot");
     let out = layout.keel_dir().join("drivers");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut drivers = Vec::new();
-    for (name, line) in parse_boot_list(&text)? {
-        let component = components
-            .iter()
-            .find(|c| c.file_stem().is_some_and(|s| s == name.as_str()))
-            .ok_or_else(|| {
-                anyhow!("boot-drivers.txt names '{name}', which drivers-wasm does not build")
-            })?;
+    for (name, line, component) in boot_driver_components(layout, components)? {
         let artifact = out.join(format!("{name}.cwasm"));
-        run_checked(Command::new(&aot).arg(component).arg(&artifact))?;
+        run_checked(Command::new(&aot).arg(&component).arg(&artifact))?;
         drivers.push(BootDriver {
             name,
+            component,
             artifact,
             command_line: format!("driver {line}"),
         });

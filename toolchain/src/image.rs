@@ -14,6 +14,12 @@ use crate::process::run_captured;
 /// Where the kernel sits inside the ISO.
 pub const KERNEL_ISO_PATH: &str = "boot/keel-kernel";
 
+/// Where the ISO keeps a boot driver's component as it was built (GRUB loads only the
+/// precompiled module): the very bytes the Linux runner loads, to be compared with.
+pub fn driver_component_iso_path(name: &str) -> String {
+    format!("boot/drivers/{name}.wasm")
+}
+
 /// GRUB's configuration: boot Keel at once. GRUB itself writes only to the (absent) VGA console, so
 /// the serial log starts with the kernel's own output.
 pub const GRUB_CFG: &str = "\
@@ -50,6 +56,7 @@ pub fn make_iso(
         }))
         .collect();
     stage_modules(&root, &modules)?;
+    stage_driver_components(&root, drivers)?;
     let iso = layout.iso();
     let partial = iso.with_extension("iso.partial");
     run_captured(
@@ -107,6 +114,24 @@ fn stage_modules(root: &Path, modules: &[Module]) -> Result<()> {
     }
     let cfg = GRUB_CFG.replace("    boot\n", &format!("{lines}    boot\n"));
     fs::write(root.join("boot/grub/grub.cfg"), cfg).context("writing grub.cfg")
+}
+
+/// Copies each driver's component to [`driver_component_iso_path`].
+fn stage_driver_components(root: &Path, drivers: &[BootDriver]) -> Result<()> {
+    for driver in drivers {
+        let dest = root.join(driver_component_iso_path(&driver.name));
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fs::copy(&driver.component, &dest).with_context(|| {
+            format!(
+                "copying {} to {}",
+                driver.component.display(),
+                dest.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Puts the kernel in the ISO without its debug sections: GRUB reads the whole file through the
@@ -196,6 +221,20 @@ mod tests {
         assert_eq!(
             lz4_flex::decompress_size_prepended(&packed).unwrap(),
             b"precompiled"
+        );
+
+        let component = dir.join("test-edu.wasm");
+        fs::write(&component, b"\0asm component").unwrap();
+        let driver = BootDriver {
+            name: "test-edu".into(),
+            component,
+            artifact: dir.join("x.cwasm"),
+            command_line: String::new(),
+        };
+        stage_driver_components(&root, &[driver]).unwrap();
+        assert_eq!(
+            fs::read(root.join(driver_component_iso_path("test-edu"))).unwrap(),
+            b"\0asm component"
         );
         fs::remove_dir_all(&dir).unwrap();
     }
