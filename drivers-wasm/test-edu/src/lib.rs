@@ -1,7 +1,10 @@
 //! A WASI-dd driver for QEMU's `edu` teaching device (1234:11e8), run by Keel's driver manager
 //! to prove the whole path on real (emulated) hardware: MMIO registers, a computation that
 //! signals completion by interrupt, and DMA both ways through buffers the host granted.
-//! Scenario: `edu`.
+//! Scenarios: `edu`, and `dma-escape`, a hostile one for a host that confines device DMA with an
+//! IOMMU (the Linux runner over VFIO): it tells the device to read and write memory it was never
+//! granted or has given back, and reports whether the device got through. Keel confines no
+//! device DMA yet, so its image never runs `dma-escape`: there the writes would land.
 //!
 //! Registers of BAR 0 (QEMU's docs/specs/edu.rst): 0x00 identification `0xRRrr00ed`, 0x04
 //! liveness (reads back inverted), 0x08 factorial, 0x20 status (0x01 computing, 0x80 interrupt
@@ -49,6 +52,7 @@ impl bindings::Guest for Driver {
     fn run(device: Device, scenario: String) -> Result<String, String> {
         match scenario.as_str() {
             "edu" => edu(&device),
+            "dma-escape" => dma_escape(&device),
             other => Err(format!("unknown scenario {other:?}")),
         }
     }
@@ -203,4 +207,142 @@ fn dma_round_trip(
         return Err(format!("DMA round trip differs at byte {first:?}"));
     }
     Ok(LEN)
+}
+
+const ESCAPE_LEN: u64 = 256;
+/// What the driver leaves in the device's window before each hostile transfer.
+const WINDOW_MARK: u8 = 0xa5;
+
+/// Sets the device up for DMA: its registers and interrupt, bus mastering on.
+fn dma_ready(device: &Device) -> Result<(MmioRegion, Interrupt), String> {
+    let registers = device.map_bar(0).step("map-bar 0")?;
+    device.set_bus_mastering(true).step("bus mastering")?;
+    let interrupt = device.interrupt().step("interrupt")?;
+    Ok((registers, interrupt))
+}
+
+/// One DMA of [`ESCAPE_LEN`] bytes, waited for by interrupt.
+fn transfer(
+    registers: &MmioRegion,
+    interrupt: &Interrupt,
+    source: u64,
+    destination: u64,
+    to_ram: bool,
+    what: &str,
+) -> Result<(), String> {
+    let direction = if to_ram { DMA_TO_RAM } else { 0 };
+    registers
+        .batch(&[
+            write(DMA_SOURCE, Width::W64, source),
+            write(DMA_DESTINATION, Width::W64, destination),
+            write(DMA_COUNT, Width::W64, ESCAPE_LEN),
+            write(DMA_COMMAND, Width::W64, DMA_START | direction | DMA_IRQ),
+        ])
+        .step(what)?;
+    await_interrupt(registers, interrupt, IRQ_DMA, what)
+}
+
+/// The device's window, fetched into `probe` by a legitimate DMA.
+fn window(
+    registers: &MmioRegion,
+    interrupt: &Interrupt,
+    probe: &bindings::wasi_dd::dd::dma::DmaBuffer,
+) -> Result<Vec<u8>, String> {
+    let address = probe.device_address().step("device address")?;
+    transfer(
+        registers,
+        interrupt,
+        DEVICE_WINDOW,
+        address,
+        true,
+        "fetch window",
+    )?;
+    probe.read(0, ESCAPE_LEN).step("read probe")
+}
+
+/// Fills the device's window with [`WINDOW_MARK`] from `mark`, by a legitimate DMA.
+fn mark_window(
+    registers: &MmioRegion,
+    interrupt: &Interrupt,
+    mark: &bindings::wasi_dd::dd::dma::DmaBuffer,
+) -> Result<(), String> {
+    let address = mark.device_address().step("device address")?;
+    transfer(
+        registers,
+        interrupt,
+        address,
+        DEVICE_WINDOW,
+        false,
+        "mark window",
+    )
+}
+
+/// `blocked` or `LEAKED`, and the first bytes the device saw.
+fn verdict(leaked: bool, seen: &[u8]) -> String {
+    let first: Vec<String> = seen.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let outcome = if leaked { "LEAKED" } else { "blocked" };
+    format!("{outcome} (device saw {}...)", first.join(" "))
+}
+
+/// The hostile scenario: a buffer filled with a secret and given back, then the device told to
+/// read it (a device-side use after free), to write into it, and to read address 0, which no
+/// host grants. Each line says what the device saw; with an IOMMU every one is blocked and
+/// the host's IOMMU logs a fault for it.
+fn dma_escape(device: &Device) -> Result<String, String> {
+    let (registers, interrupt) = dma_ready(device)?;
+    let mark = device.allocate_dma(4096, 4096).step("allocate dma")?;
+    let probe = device.allocate_dma(4096, 4096).step("allocate dma")?;
+    mark.write(0, &[WINDOW_MARK; ESCAPE_LEN as usize])
+        .step("fill mark")?;
+
+    let secret: Vec<u8> = (0..ESCAPE_LEN).map(|i| (i as u8) ^ 0x3c).collect();
+    let freed = device.allocate_dma(4096, 4096).step("allocate dma")?;
+    freed.write(0, &secret).step("fill secret")?;
+    let freed_address = freed.device_address().step("device address")?;
+    drop(freed);
+
+    let mut report = Vec::new();
+    mark_window(&registers, &interrupt, &mark)?;
+    transfer(
+        &registers,
+        &interrupt,
+        freed_address,
+        DEVICE_WINDOW,
+        false,
+        "read a freed buffer",
+    )?;
+    let seen = window(&registers, &interrupt, &probe)?;
+    report.push(format!(
+        "read of freed {freed_address:#x}: {}",
+        verdict(seen == secret, &seen)
+    ));
+
+    // The window still holds the mark: the device writes it over the freed buffer.
+    mark_window(&registers, &interrupt, &mark)?;
+    transfer(
+        &registers,
+        &interrupt,
+        DEVICE_WINDOW,
+        freed_address,
+        true,
+        "write a freed buffer",
+    )?;
+    report.push(format!("write to freed {freed_address:#x}: issued"));
+
+    mark_window(&registers, &interrupt, &mark)?;
+    transfer(
+        &registers,
+        &interrupt,
+        0,
+        DEVICE_WINDOW,
+        false,
+        "read address 0",
+    )?;
+    let seen = window(&registers, &interrupt, &probe)?;
+    // Blocked, the window keeps the mark or holds what the IOMMU returns for a refused read.
+    let uniform = seen.iter().all(|&b| b == seen[0]);
+    report.push(format!("read of 0x0: {}", verdict(!uniform, &seen)));
+    let report = format!("dma-escape: {}", report.join("; "));
+    log(LogLevel::Info, &report);
+    Ok(report)
 }
