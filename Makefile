@@ -29,9 +29,10 @@ image: setup
 run: setup
 	@$(KEEL) run --mem $(MEM) --port $(PORT)
 
-# The Linux yardstick: Debian's kernel and busybox-static (.debs cached in target/linux/debs) as
-# target/linux/vmlinuz and initramfs.cpio.gz; LINUX_EXTRA=DIR lays DIR's files over the initramfs.
-# `make linux-run` boots it on Keel's machine (MEM=, PORT=; the same disk image as `make run`).
+# The Linux yardstick: Debian's kernel and busybox-static (.debs cached in target/linux/debs), with
+# the WASI-dd runner and Keel's driver components, as target/linux/vmlinuz and initramfs.cpio.gz;
+# LINUX_EXTRA=DIR lays DIR's files over the initramfs. `make linux-run` boots it on Keel's machine
+# with an IOMMU (MEM=, PORT=; the same disk image as `make run`, on an AHCI controller of its own).
 LINUX_EXTRA_ARG = $(if $(LINUX_EXTRA),--extra $(LINUX_EXTRA))
 
 linux-image: setup

@@ -26,11 +26,12 @@ commands:
   bench-dd                                  cost of a WASI-dd MMIO access from a driver vs native,
                                             on the host; writes target/bench/wasi-dd-host.md
   linux-image [--extra DIR]                 the Linux yardstick from Debian packages (kernel, busybox;
-                                            .debs cached in target/linux/debs): writes
-                                            target/linux/vmlinuz and initramfs.cpio.gz, with the files
-                                            of DIR laid over the initramfs
+                                            .debs cached in target/linux/debs) with wasi-dd-run and
+                                            Keel's driver components: writes target/linux/vmlinuz and
+                                            initramfs.cpio.gz, with the files of DIR laid over it
   linux-run [--mem SIZE] [--port PORT] [--extra DIR]
-                                            boot it on Keel's QEMU machine on this terminal (builds
+                                            boot it on Keel's QEMU machine with an IOMMU, the disk on
+                                            an AHCI controller of its own, on this terminal (builds
                                             it first if missing or given --extra)
   help                                      show this text
 

@@ -7,8 +7,10 @@
 //! with its applets, only the kernel modules the machine needs (with their dependencies), and an
 //! `/init` that loads them, takes an address by DHCP, prints [`READY_MARKER`] and runs a shell on
 //! the serial console with the prompt [`PROMPT`], which the test harness drives as it drives
-//! Keel's shell. A directory of extra files can be laid over the tree (the Wasm runner and
-//! drivers later); executable `*.sh` files in its `etc/init.d/` run before the marker.
+//! Keel's shell. The initramfs also holds the WASI-dd runner (`wasi-dd/linux`, built static) at
+//! [`RUNNER_GUEST_PATH`] and the boot drivers' components, the same files Keel's image carries,
+//! in [`DRIVERS_GUEST_DIR`]. A directory of extra files can be laid over the tree; executable
+//! `*.sh` files in its `etc/init.d/` run before the marker.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,8 +21,9 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::cpio::CpioWriter;
+use crate::drivers::{boot_driver_components, build_drivers};
 use crate::paths::Layout;
-use crate::process::run_captured;
+use crate::process::{run_captured, run_checked};
 use crate::qemu::{Boot, QemuConfig};
 
 /// Debian's metapackage that names the current kernel package.
@@ -37,7 +40,11 @@ pub const ERROR_PREFIX: &str = "linux: error: ";
 /// `-no-reboot`) instead of hanging a test.
 pub const KERNEL_APPEND: &str = "console=ttyS0 panic=-1";
 /// Where `/init` finds udhcpc's event script (busybox's default path).
-const DHCP_SCRIPT: &str = "usr/share/udhcpc/default.script";
+pub const DHCP_SCRIPT: &str = "usr/share/udhcpc/default.script";
+/// The WASI-dd runner in the guest (`wasi-dd/linux`, built static).
+pub const RUNNER_GUEST_PATH: &str = "/bin/wasi-dd-run";
+/// The guest's driver components: the same files Keel's image carries (`NAME.wasm`).
+pub const DRIVERS_GUEST_DIR: &str = "/lib/wasi-dd";
 
 /// A module the guest needs, and the kernel configuration symbol that says whether Debian built it
 /// into the kernel (`=y`, nothing to load) or as a module (`=m`).
@@ -128,6 +135,8 @@ pub struct BuiltImage {
     pub modules: Vec<String>,
     /// Guest modules the kernel has built in.
     pub built_in: Vec<String>,
+    /// The driver components in [`DRIVERS_GUEST_DIR`].
+    pub drivers: Vec<String>,
     pub initramfs_bytes: u64,
 }
 
@@ -140,25 +149,41 @@ pub fn build_image(layout: &Layout, extra: Option<&Path>) -> Result<BuiltImage> 
     let kernel_deb = fetch_kernel_package(&debs)?;
     let busybox_deb = fetch_package(&debs, BUSYBOX_PACKAGE)?;
 
-    let native = build_native_programs(layout)?;
+    let mut native = build_native_programs(layout)?;
+    native.push(("wasi-dd-run".to_string(), build_runner(layout)?));
+    let components = build_drivers(layout)?;
+    let drivers = boot_driver_components(layout, &components)?
+        .into_iter()
+        .map(|(name, _, component)| Ok((name, read(&component)?)))
+        .collect::<Result<Vec<_>>>()?;
     let work = dir.join("extract");
     remove_dir_if_present(&work)?;
-    let result = assemble(&dir, &work, &kernel_deb, &busybox_deb, &native, extra);
+    let result = assemble(
+        &dir,
+        &work,
+        &kernel_deb,
+        &busybox_deb,
+        &native,
+        &drivers,
+        extra,
+    );
     // The unpacked kernel package is ~400 MB; only what the initramfs needs is kept.
     remove_dir_if_present(&work)?;
     result
 }
 
 /// Native programs for the guest's `/bin`, built static by the host's C compiler: the same C
-/// sources that Keel runs as WebAssembly (`apps-wasm/c`), and the OS microbenchmarks
-/// (`toolchain/linux-guest/microbench.c`). Linux's side of `make bench`.
-const NATIVE_PROGRAMS: [(&str, &[&str]); 3] = [
+/// sources that Keel runs as WebAssembly (`apps-wasm/c`), the OS microbenchmarks
+/// (`toolchain/linux-guest/microbench.c`), and Keel's `blk bench` for a block device
+/// (`toolchain/linux-guest/diskbench.c`). Linux's side of `make bench`.
+const NATIVE_PROGRAMS: [(&str, &[&str]); 4] = [
     (
         "shabench",
         &["apps-wasm/c/shabench.c", "apps-wasm/c/sha256.c"],
     ),
     ("sortbench", &["apps-wasm/c/sortbench.c"]),
     ("microbench", &["toolchain/linux-guest/microbench.c"]),
+    ("diskbench", &["toolchain/linux-guest/diskbench.c"]),
 ];
 
 /// Compiles [`NATIVE_PROGRAMS`] into `target/linux/native`; returns (name, binary) pairs.
@@ -189,12 +214,39 @@ fn build_native_programs(layout: &Layout) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(programs)
 }
 
+/// The WASI-dd runner for the guest: `wasi-dd-linux`'s binary, linked statically against glibc
+/// (`crt-static` for the final link only, so it shares the host build's Wasmtime with
+/// `keel-aot` instead of compiling another for musl) and without symbols or debug information.
+fn build_runner(layout: &Layout) -> Result<Vec<u8>> {
+    run_checked(
+        Command::new("cargo")
+            .current_dir(layout.root())
+            .env("RUSTUP_TOOLCHAIN", layout.toolchain_channel()?)
+            .args([
+                "rustc",
+                "--release",
+                "-p",
+                "wasi-dd-linux",
+                "--bin",
+                "wasi-dd-run",
+                "--",
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "strip=symbols",
+            ]),
+    )
+    .context("building wasi-dd-run for the Linux guest")?;
+    read(&layout.root().join("target/release/wasi-dd-run"))
+}
+
 fn assemble(
     dir: &Path,
     work: &Path,
     kernel_deb: &Path,
     busybox_deb: &Path,
     native: &[(String, Vec<u8>)],
+    drivers: &[(String, Vec<u8>)],
     extra: Option<&Path>,
 ) -> Result<BuiltImage> {
     let kernel_tree = work.join("kernel");
@@ -237,6 +289,10 @@ fn assemble(
     }
     for applet in &applets {
         tree.symlink(applet, "/bin/busybox");
+    }
+    for (name, component) in drivers {
+        let path = format!("{}/{name}.wasm", DRIVERS_GUEST_DIR.trim_start_matches('/'));
+        tree.file(&path, 0o644, component.clone());
     }
     let mut module_paths = Vec::new();
     for name in &order {
@@ -294,6 +350,7 @@ fn assemble(
         release,
         modules: order,
         built_in,
+        drivers: drivers.iter().map(|(name, _)| name.clone()).collect(),
         initramfs_bytes,
     })
 }
@@ -896,7 +953,7 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 /// One line saying what was built, for `keel linux-image`.
 pub fn summary(built: &BuiltImage) -> String {
     format!(
-        "kernel {} ({}), initramfs {} ({} KiB): modules {}{}",
+        "kernel {} ({}), initramfs {} ({} KiB): modules {}{}; {RUNNER_GUEST_PATH} and drivers {}",
         built.release,
         built.image.kernel.display(),
         built.image.initramfs.display(),
@@ -906,7 +963,8 @@ pub fn summary(built: &BuiltImage) -> String {
             String::new()
         } else {
             format!("; built in: {}", built.built_in.join(" "))
-        }
+        },
+        built.drivers.join(" ")
     )
 }
 

@@ -103,6 +103,7 @@ fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         disk: Some(disk),
         disk_errors: None,
         monitor: None,
+        disk_on_own_controller: None,
         iommu: false,
     };
     let mut qemu = config.command();
@@ -137,14 +138,20 @@ fn linux_run(layout: &Layout, args: &LinuxRunArgs) -> Result<()> {
     }
     let disk = layout.disk_image();
     ensure_run_image(&disk, DISK_IMAGE_BYTES, DISK_README)?;
-    let mut config = image.qemu_config(args.port);
+    // With the IOMMU, and the disk on an AHCI controller of its own, so that `wasi-dd-run` can
+    // take either device from Linux's drivers through VFIO.
+    let mut config = image.qemu_config_with_iommu(args.port);
     config.memory = args.memory.clone();
-    config.disk = Some(disk);
+    config.disk_on_own_controller = Some(disk);
     let mut qemu = config.command();
     eprintln!(
         "keel: booting Linux; serial console on this terminal, guest :80 on 127.0.0.1:{}. \
-         Quit with `exit` (powers off) or Ctrl-C.\n{}",
+         Quit with `exit` (powers off) or Ctrl-C.\n\
+         Keel's drivers under Linux: `wasi-dd-run run --bind 0000:00:01.0 /lib/wasi-dd/e1000.wasm &` \
+         then `udhcpc -i wdd0`; `wasi-dd-run run --bind {} /lib/wasi-dd/ahci.wasm &` then \
+         `mount /dev/nbd0p1 /mnt`.\n{}",
         args.port,
+        keel_toolchain::qemu::OWN_AHCI_ADDRESS,
         describe(&qemu)
     );
     let error = qemu.exec();

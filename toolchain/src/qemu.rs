@@ -24,6 +24,10 @@ pub const DISK_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 /// The bus of port 0 of q35's built-in ICH9 AHCI controller (00:1f.2) in QEMU 7.2. The CD-ROM that
 /// `-cdrom` adds sits on `ide.2`.
 pub const AHCI_DISK_BUS: &str = "ide.0";
+/// The PCI slot of the second AHCI controller ([`QemuConfig::disk_on_own_controller`]).
+pub const OWN_AHCI_SLOT: u8 = 0x10;
+/// Its PCI address as Linux names it.
+pub const OWN_AHCI_ADDRESS: &str = "0000:00:10.0";
 /// I/O port of the `isa-debug-exit` device: the guest writes `v` there and QEMU exits with `2v+1`.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -64,6 +68,11 @@ pub struct QemuConfig {
     pub disk_errors: Option<PathBuf>,
     /// A Unix socket for QEMU's human monitor (tests pull the network cable through it).
     pub monitor: Option<PathBuf>,
+    /// A raw disk image on a second AHCI controller in a PCI slot of its own
+    /// ([`OWN_AHCI_ADDRESS`]), so that it is an IOMMU group by itself: what a user-space driver
+    /// on Linux takes whole through VFIO (the chipset's controller shares its group with the LPC
+    /// bridge and SMBus, which Linux keeps).
+    pub disk_on_own_controller: Option<PathBuf>,
     /// An Intel IOMMU (VT-d with interrupt remapping) in front of the PCI devices, so that a
     /// guest can confine device DMA (Linux's VFIO needs it). Off for Keel.
     pub iommu: bool,
@@ -84,6 +93,7 @@ impl QemuConfig {
             disk: None,
             disk_errors: None,
             monitor: None,
+            disk_on_own_controller: None,
             iommu: false,
         }
     }
@@ -165,6 +175,18 @@ impl QemuConfig {
         if let Some(disk) = &self.disk {
             args.extend(disk_args(disk, self.disk_errors.as_deref()));
         }
+        if let Some(disk) = &self.disk_on_own_controller {
+            let mut drive = OsString::from("if=none,id=d1,format=raw,file=");
+            drive.push(disk);
+            args.extend([
+                "-device".into(),
+                format!("ahci,id=ahci1,bus=pcie.0,addr={OWN_AHCI_SLOT:#x}").into(),
+                "-drive".into(),
+                drive,
+                "-device".into(),
+                "ide-hd,drive=d1,bus=ahci1.0".into(),
+            ]);
+        }
         if let Some(monitor) = &self.monitor {
             let mut spec = OsString::from("unix:");
             spec.push(monitor);
@@ -241,6 +263,17 @@ mod tests {
         assert!(line.starts_with("-machine q35,kernel-irqchip=split "));
         let iommu = line.find("-device intel-iommu,intremap=on").unwrap();
         assert!(iommu < line.find("-device e1000").unwrap());
+    }
+
+    #[test]
+    fn a_disk_on_its_own_controller_gets_a_second_ahci_in_its_own_slot() {
+        let mut config = QemuConfig::new("k.iso", 1);
+        config.disk_on_own_controller = Some("/d/own.img".into());
+        assert!(joined(&config).ends_with(
+            "-device ahci,id=ahci1,bus=pcie.0,addr=0x10 \
+             -drive if=none,id=d1,format=raw,file=/d/own.img -device ide-hd,drive=d1,bus=ahci1.0"
+        ));
+        assert_eq!(OWN_AHCI_ADDRESS, format!("0000:00:{OWN_AHCI_SLOT:02x}.0"));
     }
 
     #[test]

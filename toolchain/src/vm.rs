@@ -164,9 +164,27 @@ impl Vm {
     /// hang guard, not a performance threshold). Returns that output, or an error holding the
     /// last one.
     pub fn command_until(&mut self, line: &str, done: impl Fn(&str) -> bool) -> Result<String> {
+        self.until(line, Self::command, done)
+    }
+
+    /// [`Vm::command_until`] in the Linux guest's shell.
+    pub fn linux_command_until(
+        &mut self,
+        line: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        self.until(line, Self::linux_command, done)
+    }
+
+    fn until(
+        &mut self,
+        line: &str,
+        run: fn(&mut Self, &str) -> Result<String>,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let mut output = String::new();
         for _ in 0..LOOKS {
-            output = self.command(line)?;
+            output = run(self, line)?;
             if done(&output) {
                 return Ok(output);
             }
@@ -360,11 +378,29 @@ impl Vm {
         let port = free_local_port()?;
         let image = LinuxImage::at(&Layout::discover().linux_dir_for_tests());
         let mut config = image.qemu_config(port);
-        config.memory = Self::memory();
         config.disk = disk.map(Path::to_path_buf);
+        Self::boot_linux_test_config(config)
+    }
+
+    /// [`Vm::boot_linux_to_prompt`] on the machine with an IOMMU, where the WASI-dd runner can
+    /// take devices through VFIO; `own_controller_disk` goes on a second AHCI controller of its
+    /// own ([`QemuConfig::disk_on_own_controller`]).
+    pub fn boot_linux_with_iommu_to_prompt(
+        own_controller_disk: Option<&Path>,
+    ) -> Result<(Self, String)> {
+        let port = free_local_port()?;
+        let image = LinuxImage::at(&Layout::discover().linux_dir_for_tests());
+        let mut config = image.qemu_config_with_iommu(port);
+        config.disk_on_own_controller = own_controller_disk.map(Path::to_path_buf);
+        Self::boot_linux_test_config(config)
+    }
+
+    fn boot_linux_test_config(mut config: QemuConfig) -> Result<(Self, String)> {
+        config.memory = Self::memory();
         config.monitor = Some(env::temp_dir().join(format!(
-            "keel-linux-monitor-{}-{port}.sock",
-            std::process::id()
+            "keel-linux-monitor-{}-{}.sock",
+            std::process::id(),
+            config.host_port
         )));
         Self::boot_linux_config_to_prompt(&config)
     }
@@ -389,6 +425,97 @@ impl Vm {
         let output = self.wait_for(linux::PROMPT, timeout)?;
         Ok(shell_output(&output, linux::PROMPT))
     }
+
+    /// Runs `line` in the Linux guest's shell and fails unless it exits with status 0; returns
+    /// its output.
+    pub fn linux_command_ok(&mut self, line: &str, timeout: Duration) -> Result<String> {
+        let output =
+            self.linux_command_with_timeout(&format!("{line}; echo \"exit=$?\""), timeout)?;
+        let (body, status) = output
+            .trim_end()
+            .rsplit_once("exit=")
+            .ok_or_else(|| anyhow!("no exit status in {output:?}"))?;
+        ensure!(status == "0", "`{line}` exited with {status}: {body:?}");
+        Ok(body.to_string())
+    }
+
+    /// The PCI address (`0000:00:02.0`) of the guest's only function with this vendor and
+    /// device ID.
+    pub fn linux_pci_address(&mut self, vendor: u16, device: u16) -> Result<String> {
+        let found = self.linux_command_ok(
+            &format!(
+                "for d in /sys/bus/pci/devices/*; do \
+                 [ \"$(cat $d/vendor):$(cat $d/device)\" = {vendor:#06x}:{device:#06x} ] \
+                 && basename $d; done; true"
+            ),
+            COMMAND_TIMEOUT,
+        )?;
+        match found.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [one] => Ok(one.to_string()),
+            other => Err(anyhow!(
+                "{vendor:04x}:{device:04x} at {other:?}, not at one address"
+            )),
+        }
+    }
+
+    /// Starts the WASI-dd runner in the background on the function at `address` (taking it
+    /// from its Linux driver) with the guest's copy of driver `name` and driver parameters
+    /// `words`. Its output goes to `/tmp/NAME.log`, its process ID to `.pid` and its exit
+    /// status to `.status` beside it. (Started from a subshell, so the interactive shell prints
+    /// no job notices.)
+    pub fn linux_start_runner(&mut self, address: &str, name: &str, words: &str) -> Result<()> {
+        let log = runner_log(name);
+        self.linux_command_ok(
+            &format!(
+                "(sh -c '{} run --bind {address} {}/{name}.wasm {words} > {log} 2>&1 & \
+                 echo $! > {log}.pid; wait $!; echo $? > {log}.status' &)",
+                linux::RUNNER_GUEST_PATH,
+                linux::DRIVERS_GUEST_DIR
+            ),
+            COMMAND_TIMEOUT,
+        )?;
+        Ok(())
+    }
+
+    /// Stops the runner of driver `name` with Ctrl-C's signal and waits for it to exit with
+    /// status 0 (disks disconnected, the device quiesced); returns its output.
+    pub fn linux_stop_runner(&mut self, name: &str) -> Result<String> {
+        let log = runner_log(name);
+        self.linux_command_ok(&format!("kill -INT $(cat {log}.pid)"), COMMAND_TIMEOUT)?;
+        let status = self
+            .linux_command_until(&format!("cat {log}.status 2>/dev/null; true"), |out| {
+                !out.trim().is_empty()
+            })?;
+        let output = self.linux_command_ok(&format!("cat {log}"), COMMAND_TIMEOUT)?;
+        ensure!(
+            status.trim() == "0",
+            "the runner exited with {status:?}: {output}"
+        );
+        Ok(output)
+    }
+
+    /// Runs the e1000 component under the runner and configures its TAP interface, `wdd0`, by
+    /// DHCP; the function is at `address`.
+    pub fn linux_wasm_nic_up(&mut self, address: &str) -> Result<()> {
+        self.linux_start_runner(address, "e1000", "")?;
+        self.linux_command_until("ip -o link show wdd0 2>&1; true", |out| {
+            out.contains("wdd0:") && out.contains(",UP")
+        })
+        .context("wdd0 never came up")?;
+        self.linux_command_ok(
+            &format!(
+                "udhcpc -i wdd0 -s /{} -f -q -n -t 20 -T 1 -A 1",
+                linux::DHCP_SCRIPT
+            ),
+            Duration::from_secs(120),
+        )?;
+        Ok(())
+    }
+}
+
+/// Where [`Vm::linux_start_runner`] keeps the runner's output for driver `name`.
+fn runner_log(name: &str) -> String {
+    format!("/tmp/{name}.log")
 }
 
 /// [`command_output`] for a shell whose prompt is `prompt`: drops the echoed line (and whatever

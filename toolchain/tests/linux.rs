@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, ensure};
 use keel_toolchain::disk::{create_fat32_image, get_file};
 use keel_toolchain::http;
-use keel_toolchain::linux::{ERROR_PREFIX, READY_MARKER};
+use keel_toolchain::image::driver_component_iso_path;
+use keel_toolchain::linux::{DRIVERS_GUEST_DIR, ERROR_PREFIX, READY_MARKER, RUNNER_GUEST_PATH};
+use keel_toolchain::paths::Layout;
+use keel_toolchain::qemu::OWN_AHCI_ADDRESS;
 use keel_toolchain::vm::Vm;
 use sha2::Digest;
 
@@ -58,19 +61,23 @@ fn with_linux(disk: Option<&Path>, test: impl FnOnce(&mut Vm, &str) -> Result<()
     }
 }
 
+/// [`with_linux`] on the machine with an IOMMU, `own_controller_disk` on an AHCI controller of
+/// its own.
+fn with_linux_iommu(own_controller_disk: Option<&Path>, test: impl FnOnce(&mut Vm) -> Result<()>) {
+    let (mut vm, _) = Vm::boot_linux_with_iommu_to_prompt(own_controller_disk)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    if let Err(error) = test(&mut vm) {
+        panic!("{:#}", vm.with_transcript(error));
+    }
+}
+
 /// Runs `line` in the guest's shell and fails unless it exits with status 0; returns its output.
 fn run_ok(vm: &mut Vm, line: &str) -> Result<String> {
     run_ok_with_timeout(vm, line, keel_toolchain::vm::COMMAND_TIMEOUT)
 }
 
 fn run_ok_with_timeout(vm: &mut Vm, line: &str, timeout: Duration) -> Result<String> {
-    let output = vm.linux_command_with_timeout(&format!("{line}; echo \"exit=$?\""), timeout)?;
-    let (body, status) = output
-        .trim_end()
-        .rsplit_once("exit=")
-        .ok_or_else(|| anyhow!("no exit status in {output:?}"))?;
-    ensure!(status == "0", "`{line}` exited with {status}: {body:?}");
-    Ok(body.to_string())
+    vm.linux_command_ok(line, timeout)
 }
 
 #[test]
@@ -299,4 +306,202 @@ fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
     });
     let written = get_file(&image.0, "LINUX.TXT").unwrap();
     assert_eq!(written, b"written by Linux\n");
+}
+
+// The WASI-dd runner (`wasi-dd-run`, built into the image) on the machine with an IOMMU: the
+// very driver components Keel's image carries, driving the devices under Linux through VFIO.
+
+/// The sha256 of boot driver `name`'s component in Keel's ISO (`keel image`), read with xorriso.
+fn component_sha256_in_keels_image(name: &str) -> Result<String> {
+    let layout = Layout::discover();
+    let iso = layout.iso_for_tests();
+    ensure!(
+        iso.is_file(),
+        "{} is missing: run `keel image` (make test does) first",
+        iso.display()
+    );
+    let out = std::env::temp_dir().join(format!("keel-iso-{name}-{}.wasm", std::process::id()));
+    let status = std::process::Command::new("osirrox")
+        .arg("-indev")
+        .arg(&iso)
+        .arg("-extract")
+        .arg(format!("/{}", driver_component_iso_path(name)))
+        .arg(&out)
+        .output()
+        .context("running osirrox (xorriso)")?;
+    ensure!(
+        status.status.success(),
+        "extracting {name}'s component from {}: {}",
+        iso.display(),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let bytes = std::fs::read(&out)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(sha256_hex(&bytes))
+}
+
+/// Checks that the guest's copy of driver `name` is byte for byte the one in Keel's image;
+/// returns its guest path.
+fn same_component_as_keel(vm: &mut Vm, name: &str) -> Result<String> {
+    let path = format!("{DRIVERS_GUEST_DIR}/{name}.wasm");
+    let guest = run_ok(vm, &format!("sha256sum {path}"))?;
+    let keel = component_sha256_in_keels_image(name)?;
+    ensure!(
+        guest.split_whitespace().next() == Some(keel.as_str()),
+        "{path} in the Linux guest is not Keel's {name}: guest {guest:?}, Keel's image {keel}"
+    );
+    Ok(path)
+}
+
+#[test]
+fn keels_e1000_component_runs_under_linux_gets_an_address_and_fetches_a_host_file() {
+    let data = pseudo_random(2 << 20, 0x7761736d);
+    let server = HostServer::start(vec![("/data.bin".into(), data.clone())]).unwrap();
+    with_linux_iommu(None, |vm| {
+        same_component_as_keel(vm, "e1000")?;
+        let address = vm.linux_pci_address(0x8086, 0x100e)?;
+        // The runner takes the function from Linux's e1000 driver, opens the TAP interface,
+        // and udhcpc configures it.
+        vm.linux_wasm_nic_up(&address)?;
+        let driver = run_ok(
+            vm,
+            &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
+        )?;
+        ensure!(
+            driver.trim() == "vfio-pci",
+            "{address} is bound to {driver:?}"
+        );
+        let inet = run_ok(vm, "ip -4 addr show dev wdd0")?;
+        ensure!(inet.contains(&format!("inet {GUEST_ADDRESS}/24")), "{inet}");
+
+        let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
+        run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
+        let sum = run_ok(vm, "sha256sum /tmp/data.bin")?;
+        ensure!(
+            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
+            "guest sha256 {sum:?}"
+        );
+        let output = vm.linux_stop_runner("e1000")?;
+        // The MAC is the one QEMU gives the NIC: the driver read it from the device.
+        ensure!(
+            output.contains(&format!("wdd0: e1000 on {address}, MAC 52:54:00:12:34:56")),
+            "{output}"
+        );
+        ensure!(output.contains("wdd0: received "), "{output}");
+        Ok(())
+    });
+}
+
+#[test]
+fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
+    let image =
+        Image(std::env::temp_dir().join(format!("keel-linux-wdd-{}.img", std::process::id())));
+    let _ = std::fs::remove_file(&image.0);
+    let data = pseudo_random(700_000, 11);
+    create_fat32_image(
+        &image.0,
+        64 << 20,
+        "WASIDD",
+        &[
+            ("HELLO.TXT", b"hello to the wasm driver\n"),
+            ("docs/data.bin", &data),
+        ],
+    )
+    .unwrap();
+    with_linux_iommu(Some(&image.0), |vm| {
+        same_component_as_keel(vm, "ahci")?;
+        ensure!(
+            vm.linux_pci_address(0x8086, 0x2922).is_err(),
+            "two ICH9 AHCI controllers are one vendor:device; the test names its own"
+        );
+        let address = OWN_AHCI_ADDRESS;
+        vm.linux_start_runner(address, "ahci", "")?;
+        vm.linux_command_until("ls /sys/block/nbd0/ 2>&1; true", |out| {
+            out.contains("nbd0p1")
+        })
+        .context("nbd0p1 never appeared")?;
+        let driver = run_ok(
+            vm,
+            &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
+        )?;
+        ensure!(
+            driver.trim() == "vfio-pci",
+            "{address} is bound to {driver:?}"
+        );
+
+        run_ok(vm, "mount -t vfat /dev/nbd0p1 /mnt")?;
+        let hello = run_ok(vm, "cat /mnt/HELLO.TXT")?;
+        ensure!(hello == "hello to the wasm driver\n", "{hello:?}");
+        let sum = run_ok(vm, "sha256sum /mnt/docs/data.bin")?;
+        ensure!(
+            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
+            "guest sha256 {sum:?}"
+        );
+        run_ok(
+            vm,
+            "echo 'written through the wasm driver' > /mnt/WASM.TXT && cp /mnt/docs/data.bin /mnt/COPY.BIN \
+             && umount /mnt",
+        )?;
+        let output = vm.linux_stop_runner("ahci")?;
+        ensure!(output.contains("nbd0"), "{output}");
+        vm.send_line("poweroff -f")?;
+        vm.wait_exit(LONG)?;
+        Ok(())
+    });
+    assert_eq!(
+        get_file(&image.0, "WASM.TXT").unwrap(),
+        b"written through the wasm driver\n"
+    );
+    assert!(get_file(&image.0, "COPY.BIN").unwrap() == data);
+}
+
+#[test]
+fn a_hostile_drivers_dma_outside_its_buffers_is_stopped_by_the_iommu_and_reported() {
+    with_linux_iommu(None, |vm| {
+        let component = same_component_as_keel(vm, "test-edu")?;
+        let address = vm.linux_pci_address(0x1234, 0x11e8)?;
+        // First the honest scenario: DMA through granted buffers works under the IOMMU.
+        let honest = run_ok_with_timeout(
+            vm,
+            &format!("{RUNNER_GUEST_PATH} run --bind {address} {component} scenario=edu"),
+            LONG,
+        )?;
+        ensure!(honest.contains("DMA 256 B round trip ok"), "{honest}");
+        run_ok(vm, "dmesg -c > /dev/null")?;
+
+        let report = run_ok_with_timeout(
+            vm,
+            &format!("{RUNNER_GUEST_PATH} run {address} {component} scenario=dma-escape"),
+            LONG,
+        )?;
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("dma-escape: "))
+            .ok_or_else(|| anyhow!("no report: {report}"))?;
+        ensure!(!line.contains("LEAKED"), "{line}");
+        ensure!(
+            line.matches("blocked").count() == 2 && line.contains("write to freed"),
+            "{line}"
+        );
+        // Linux's IOMMU driver logs each refused access: the read and the write of the freed
+        // buffer and the read of address 0, by the edu function.
+        let faults = run_ok(vm, "dmesg | grep -i 'DMAR.*fault'; true")?;
+        let freed = line
+            .split("read of freed ")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .ok_or_else(|| anyhow!("no freed address in {line}"))?;
+        let freed = u64::from_str_radix(freed.trim_start_matches("0x"), 16)?;
+        eprintln!("linux: {line}\n{faults}");
+        let device = &address["0000:".len()..];
+        for (kind, at) in [("Read", freed), ("Write", freed), ("Read", 0)] {
+            ensure!(
+                faults.lines().any(|l| l.contains(&format!("DMA {kind}"))
+                    && l.contains(&format!("[{device}]"))
+                    && l.contains(&format!("fault addr {at:#x}"))),
+                "no {kind} fault at {at:#x} in {faults}"
+            );
+        }
+        Ok(())
+    });
 }
