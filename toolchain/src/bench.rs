@@ -287,31 +287,44 @@ pub fn render_markdown(report: &Report) -> String {
     }
     let compared: Vec<String> = LINUX_COMPARISONS
         .iter()
-        .filter_map(|(keel, linux, what, unit)| {
-            let k = rows.iter().find(|r| r.name == *keel)?;
-            let l = rows.iter().find(|r| r.name == *linux)?;
-            let rate = |row: &Row| match *unit {
+        .filter_map(|c| {
+            let find = |name: &str| rows.iter().find(|r| r.name == name);
+            let rate = |row: &Row| match c.unit {
                 "MB/s" => (1 << 20) as f64 / (row.median_ns / 1e9) / 1e6,
                 _ => 1e9 / row.median_ns,
             };
+            let keel = rate(find(c.keel)?);
+            let linux = rate(find(c.linux)?);
+            let (wasm, wasm_ratio) = match find(c.wasm_on_linux) {
+                Some(row) => (
+                    format!("{:.1} {}", rate(row), c.unit),
+                    format!("{:.2}", rate(row) / linux),
+                ),
+                None => ("—".to_string(), "—".to_string()),
+            };
             Some(format!(
-                "| {what} | {:.1} {unit} | {:.1} {unit} | {:.2} |",
-                rate(k),
-                rate(l),
-                rate(k) / rate(l)
+                "| {} | {keel:.1} {unit} | {wasm} | {linux:.1} {unit} | {:.2} | {wasm_ratio} |",
+                c.what,
+                keel / linux,
+                unit = c.unit
             ))
         })
         .collect();
     if !compared.is_empty() {
         let _ = writeln!(
             md,
-            "\nKeel's WebAssembly drivers against Linux 6.1's own e1000 and ahci drivers (Debian's \
-             kernel, busybox `httpd` and `dd` with direct I/O), on the same QEMU machine in the \
-             same run (Linux with {LINUX_MEMORY} of memory); Linux's disk figures are timed \
-             from the host and include a few ms of serial console:\n"
+            "\nThe same WebAssembly driver components on Keel and on Linux (under `wasi-dd-run`, \
+             the device taken through VFIO behind QEMU's IOMMU; the NIC a TAP interface, the \
+             disk an NBD device), against Linux 6.1's own e1000 and ahci drivers (Debian's \
+             kernel, busybox `httpd`, `diskbench` with direct I/O), on the same QEMU machine in \
+             the same run (Linux with {LINUX_MEMORY} of memory). Rates: higher is faster; a \
+             ratio of 1 or more means at least as fast as Linux's own driver:\n"
         );
-        let _ = writeln!(md, "| measurement | Keel | Linux | Keel / Linux |");
-        let _ = writeln!(md, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "| measurement | Wasm driver on Keel | Wasm driver on Linux | Linux's driver | Keel / Linux | Wasm on Linux / Linux |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for line in compared {
             let _ = writeln!(md, "{line}");
         }
@@ -517,6 +530,8 @@ fn bench_one_boot(layout: &Layout, options: &BenchOptions) -> Result<BootRun> {
     samples.extend(storage(&mut vm).context("storage benchmarks")?);
     drop(vm);
     samples.extend(linux_yardstick(layout, &disk).context("the Linux yardstick")?);
+    samples
+        .extend(wasm_drivers_on_linux(layout, &disk).context("Keel's driver components on Linux")?);
     let _ = fs::remove_file(&disk);
     Ok(BootRun {
         boot_to_prompt,
@@ -551,31 +566,68 @@ const STORAGE_FIGURES: [(&str, &str); 6] = [
         "FAT32 file, 4 KiB random pread, one at a time",
     ),
 ];
-/// Keel's measurements and Linux's equivalents, what the report calls them, and their unit.
-const LINUX_COMPARISONS: [(&str, &str, &str, &str); 4] = [
-    (
+/// One measurement with each driver: Keel's Wasm driver on Keel, the same component under the
+/// runner on Linux, and Linux's own driver.
+struct DriverComparison {
+    keel: &'static str,
+    wasm_on_linux: &'static str,
+    linux: &'static str,
+    what: &'static str,
+    unit: &'static str,
+}
+
+const fn compare(
+    keel: &'static str,
+    wasm_on_linux: &'static str,
+    linux: &'static str,
+    what: &'static str,
+    unit: &'static str,
+) -> DriverComparison {
+    DriverComparison {
+        keel,
+        wasm_on_linux,
+        linux,
+        what,
+        unit,
+    }
+}
+
+/// What the report compares across the three drivers.
+const LINUX_COMPARISONS: [DriverComparison; 5] = [
+    compare(
         "tcp_guest_to_host_per_mib",
+        "linux_wasm_tcp_guest_to_host_per_mib",
         "linux_tcp_guest_to_host_per_mib",
         "TCP guest to host, 10 MiB over HTTP",
         "MB/s",
     ),
-    (
+    compare(
         "http_request_10_clients",
+        "linux_wasm_http_request_10_clients",
         "linux_http_request_10_clients",
         "HTTP requests, 10 clients",
         "req/s",
     ),
-    (
+    compare(
         "disk_seq_write_per_mib",
+        "linux_wasm_disk_seq_write_per_mib",
         "linux_disk_seq_write_per_mib",
         "raw disk sequential write, 1 MiB",
         "MB/s",
     ),
-    (
+    compare(
         "disk_seq_read_per_mib",
+        "linux_wasm_disk_seq_read_per_mib",
         "linux_disk_seq_read_per_mib",
         "raw disk sequential read, 1 MiB",
         "MB/s",
+    ),
+    compare(
+        "disk_random_read_4k",
+        "linux_wasm_disk_random_read_4k",
+        "linux_disk_random_read_4k",
+        "raw disk 4 KiB random read, one at a time",
+        "IOPS",
     ),
 ];
 /// Memory of the Linux guest in `make bench` (Keel's is `--mem`).
@@ -735,7 +787,7 @@ fn request_rate(port: u16) -> Result<Duration> {
 }
 
 /// The same measurements on Linux (Debian's kernel, its own e1000 and ahci drivers, busybox
-/// `httpd` and `dd`), booted on the same machine in the same run: the yardstick.
+/// `httpd`, `diskbench`), booted on the same machine in the same run: the yardstick.
 fn linux_yardstick(layout: &Layout, disk: &Path) -> Result<Vec<BenchSample>> {
     let image = crate::linux::LinuxImage::at(&layout.linux_dir());
     ensure!(
@@ -749,6 +801,33 @@ fn linux_yardstick(layout: &Layout, disk: &Path) -> Result<Vec<BenchSample>> {
     config.disk = Some(disk.to_path_buf());
     let port = config.host_port;
     let (mut vm, _) = Vm::boot_linux_config_to_prompt(&config)?;
+    let (download, per_request) = linux_httpd(&mut vm, port)?;
+    let mut samples = disk_bench(&mut vm, "/dev/sda", "linux_")?;
+    let sample = |name: &str, total: Duration, iterations: u64| BenchSample {
+        name: name.to_string(),
+        median_ns: total.as_nanos() as f64 / iterations as f64,
+        iterations,
+    };
+    // The OS microbenchmarks as Linux processes, and the CPU-bound C programs that Keel runs
+    // as WebAssembly, compiled natively (timed from the host like Keel times its programs).
+    let micro = vm.linux_command_with_timeout("microbench", BENCH_TIMEOUT)?;
+    samples.extend(parse_bench_output(&micro).with_context(|| format!("microbench: {micro}"))?);
+    for (name, line) in [
+        ("linux_sha256_64mib", "shabench 64 >/dev/null"),
+        ("linux_sort_10m_ints", "sortbench 10000000 >/dev/null"),
+    ] {
+        let start = Instant::now();
+        let output = vm.linux_command_with_timeout(line, BENCH_TIMEOUT)?;
+        ensure!(output.trim().is_empty(), "{line}: {output}");
+        samples.push(sample(name, start.elapsed(), 1));
+    }
+    samples.extend(network_samples("linux_", download, per_request));
+    Ok(samples)
+}
+
+/// busybox `httpd` in the Linux guest serving a 10 MiB file and a small page, measured from the
+/// host as Keel's `httpd` is: the download's time, and the time per request with 10 clients.
+fn linux_httpd(vm: &mut Vm, port: u16) -> Result<(Duration, Duration)> {
     vm.linux_command_with_timeout(
         &format!(
             "mkdir -p /tmp/www && dd if=/dev/urandom of=/tmp/www/big.bin bs=1M \
@@ -763,55 +842,61 @@ fn linux_yardstick(layout: &Layout, disk: &Path) -> Result<Vec<BenchSample>> {
     let download = start.elapsed();
     ensure!(bytes == DOWNLOAD_MIB << 20, "short download: {bytes} bytes");
     let per_request = request_rate(port).context("HTTP requests to Linux")?;
-    // Raw sectors behind the partition, as Keel's `blk bench` uses them; timed from the host
-    // (a few milliseconds of serial console are included).
+    Ok((download, per_request))
+}
+
+/// [`linux_httpd`]'s figures as `PREFIXtcp_guest_to_host_per_mib` and
+/// `PREFIXhttp_request_10_clients`.
+fn network_samples(prefix: &str, download: Duration, per_request: Duration) -> [BenchSample; 2] {
+    let requests = (CLIENTS * REQUESTS_PER_CLIENT) as u64;
+    [
+        BenchSample {
+            name: format!("{prefix}tcp_guest_to_host_per_mib"),
+            median_ns: download.as_nanos() as f64 / DOWNLOAD_MIB as f64,
+            iterations: DOWNLOAD_MIB as u64,
+        },
+        BenchSample {
+            name: format!("{prefix}http_request_10_clients"),
+            median_ns: per_request.as_nanos() as f64,
+            iterations: requests,
+        },
+    ]
+}
+
+/// `diskbench` in the Linux guest on `device`: Keel's `blk bench` (the raw sectors behind the
+/// partition, 1 MiB sequential writes and reads, 4 KiB random reads) with direct I/O, timed
+/// inside the guest; its figures are named `PREFIXdisk_...`.
+fn disk_bench(vm: &mut Vm, device: &str, prefix: &str) -> Result<Vec<BenchSample>> {
     let first_mib = (crate::disk::PARTITION_START_LBA * 512 + BENCH_PARTITION_BYTES) >> 20;
-    let mut timed = |line: String| -> Result<Duration> {
-        let start = Instant::now();
-        let output = vm.linux_command_with_timeout(&line, BENCH_TIMEOUT)?;
-        ensure!(output.trim().is_empty(), "{line}: {output}");
-        Ok(start.elapsed())
-    };
-    let write = timed(format!(
-        "dd if=/dev/zero of=/dev/sda bs=1M count={STORAGE_MIB} seek={first_mib} oflag=direct \
-         2>/dev/null"
-    ))?;
-    let read = timed(format!(
-        "dd if=/dev/sda of=/dev/null bs=1M count={STORAGE_MIB} skip={first_mib} iflag=direct \
-         2>/dev/null"
-    ))?;
-    let sample = |name: &str, total: Duration, iterations: u64| BenchSample {
-        name: name.to_string(),
-        median_ns: total.as_nanos() as f64 / iterations as f64,
-        iterations,
-    };
-    // The OS microbenchmarks as Linux processes, and the CPU-bound C programs that Keel runs
-    // as WebAssembly, compiled natively (timed from the host like Keel times its programs).
-    let micro = vm.linux_command_with_timeout("microbench", BENCH_TIMEOUT)?;
-    let mut samples = parse_bench_output(&micro).with_context(|| format!("microbench: {micro}"))?;
-    for (name, line) in [
-        ("linux_sha256_64mib", "shabench 64 >/dev/null"),
-        ("linux_sort_10m_ints", "sortbench 10000000 >/dev/null"),
-    ] {
-        let start = Instant::now();
-        let output = vm.linux_command_with_timeout(line, BENCH_TIMEOUT)?;
-        ensure!(output.trim().is_empty(), "{line}: {output}");
-        samples.push(sample(name, start.elapsed(), 1));
-    }
-    samples.extend([
-        sample(
-            "linux_tcp_guest_to_host_per_mib",
-            download,
-            DOWNLOAD_MIB as u64,
-        ),
-        sample(
-            "linux_http_request_10_clients",
-            per_request * (CLIENTS * REQUESTS_PER_CLIENT) as u32,
-            (CLIENTS * REQUESTS_PER_CLIENT) as u64,
-        ),
-        sample("linux_disk_seq_write_per_mib", write, STORAGE_MIB),
-        sample("linux_disk_seq_read_per_mib", read, STORAGE_MIB),
-    ]);
+    let line = format!("diskbench {device} {first_mib} {STORAGE_MIB} {prefix}");
+    let output = vm.linux_command_ok(&line, BENCH_TIMEOUT)?;
+    let samples = parse_bench_output(&output).with_context(|| format!("{line}: {output}"))?;
+    ensure!(samples.len() == 3, "{line} measured {samples:?}: {output}");
+    Ok(samples)
+}
+
+/// Keel's driver components on Linux: the same network and disk measurements with the e1000
+/// and ahci components under `wasi-dd-run` (VFIO behind QEMU's IOMMU; the disk on an AHCI
+/// controller of its own, since the chipset's shares its IOMMU group with the LPC bridge).
+fn wasm_drivers_on_linux(layout: &Layout, disk: &Path) -> Result<Vec<BenchSample>> {
+    let image = crate::linux::LinuxImage::at(&layout.linux_dir());
+    let mut config = image.qemu_config_with_iommu(free_local_port()?);
+    config.memory = LINUX_MEMORY.to_string();
+    config.disk_on_own_controller = Some(disk.to_path_buf());
+    let port = config.host_port;
+    let (mut vm, _) = Vm::boot_linux_config_to_prompt(&config)?;
+    let nic = vm.linux_pci_address(0x8086, 0x100e)?;
+    vm.linux_wasm_nic_up(&nic)?;
+    let (download, per_request) = linux_httpd(&mut vm, port)?;
+    vm.linux_stop_runner("e1000")?;
+    vm.linux_start_runner(crate::qemu::OWN_AHCI_ADDRESS, "ahci", "")?;
+    vm.linux_command_until("cat /sys/block/nbd0/size 2>/dev/null; true", |out| {
+        out.trim().parse::<u64>().is_ok_and(|sectors| sectors > 0)
+    })
+    .context("the ahci component's disk never appeared as /dev/nbd0")?;
+    let mut samples = disk_bench(&mut vm, "/dev/nbd0", "linux_wasm_")?;
+    vm.linux_stop_runner("ahci")?;
+    samples.extend(network_samples("linux_wasm_", download, per_request));
     Ok(samples)
 }
 
@@ -1029,6 +1114,36 @@ mod tests {
         let md = render_markdown(&report);
         assert!(md.contains("a 10 MiB download at 2.10 MB/s"), "{md}");
         assert!(md.contains("and 250 HTTP requests per second"), "{md}");
+    }
+
+    #[test]
+    fn markdown_compares_each_driver_with_linuxs_own() {
+        let mut report = report();
+        for run in &mut report.runs {
+            // IOPS: Keel 2000, the component on Linux 500, Linux's driver 4000; no Wasm-on-Linux
+            // figure for the download.
+            run.samples.push(sample("disk_random_read_4k", 5e5));
+            run.samples
+                .push(sample("linux_wasm_disk_random_read_4k", 2e6));
+            run.samples.push(sample("linux_disk_random_read_4k", 2.5e5));
+            run.samples.push(sample("tcp_guest_to_host_per_mib", 5e8));
+            run.samples
+                .push(sample("linux_tcp_guest_to_host_per_mib", 2.5e8));
+        }
+        let md = render_markdown(&report);
+        assert!(
+            md.contains(
+                "| raw disk 4 KiB random read, one at a time | 2000.0 IOPS | 500.0 IOPS | \
+                 4000.0 IOPS | 0.50 | 0.12 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| TCP guest to host, 10 MiB over HTTP | 2.1 MB/s | — | 4.2 MB/s | 0.50 | — |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
