@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | [`platform`] | `Platform` over a VFIO device | `kernel/cells/dd-host/src/platform.rs` |
 //! | [`vfio`] | opening a function: group, container, type1 IOMMU, device | PCI enumeration |
+//! | [`uio`] | `Platform` over sysfs and UIO without an IOMMU: DMA unconfined, `--unconfined` only | — |
 //! | [`iova`] | where DMA buffers appear to the device | frame allocation below 4 GiB |
 //! | [`nic`] | the frame loop between a nic-driver and a TAP | `dd-host/src/nic.rs` |
 //! | [`block`], [`nbd`] | block requests between a block-driver and `/dev/nbdN` | `dd-host/src/block.rs` |
@@ -31,5 +32,6 @@ pub mod platform;
 pub mod runner;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod uio;
 pub mod vfio;
 pub mod world;

@@ -1,12 +1,13 @@
 //! PCI functions as Linux's sysfs shows them: addresses, the driver a function is bound to, its
-//! IOMMU group and class, and handing it to `vfio-pci`.
+//! IOMMU group, class and BARs, and handing it to `vfio-pci` (or, without an IOMMU,
+//! `uio_pci_generic`).
 
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use wasi_dd::types::PciAddress;
+use wasi_dd::types::{BarKind, PciAddress};
 
 /// Parses `SSSS:BB:DD.F` or `BB:DD.F` (segment 0), hexadecimal as `lspci` prints them.
 pub fn parse_address(text: &str) -> Result<PciAddress, String> {
@@ -130,7 +131,12 @@ impl Sysfs {
 
     /// Whether Linux has the vfio-pci driver (built in or loaded).
     pub fn has_vfio_pci(&self) -> bool {
-        self.drivers().join("vfio-pci").is_dir()
+        self.has_driver(VFIO_PCI.name)
+    }
+
+    /// Whether Linux has PCI driver `name` (built in or loaded).
+    pub fn has_driver(&self, name: &str) -> bool {
+        self.drivers().join(name).is_dir()
     }
 }
 
@@ -183,14 +189,20 @@ impl SysfsFunction {
 
     /// What to type to hand the function to vfio-pci.
     pub fn bind_instructions(&self) -> String {
+        self.instructions_for(VFIO_PCI)
+    }
+
+    /// What to type to hand the function to `driver`.
+    pub fn instructions_for(&self, driver: &KernelDriver) -> String {
         let name = &self.name;
         let mut text = String::new();
-        if !self.sysfs.has_vfio_pci() {
-            text.push_str("  modprobe vfio-pci\n");
+        if !self.sysfs.has_driver(driver.name) {
+            let _ = writeln!(text, "  modprobe {}", driver.module);
         }
         let _ = writeln!(
             text,
-            "  echo vfio-pci > /sys/bus/pci/devices/{name}/driver_override"
+            "  echo {} > /sys/bus/pci/devices/{name}/driver_override",
+            driver.name
         );
         if self.driver().is_some() {
             let _ = writeln!(
@@ -205,16 +217,22 @@ impl SysfsFunction {
     /// Hands the function to vfio-pci: the steps of [`SysfsFunction::bind_instructions`]
     /// (loading the module with `modprobe` if it is missing).
     pub fn bind_vfio(&self) -> Result<(), String> {
-        if !self.sysfs.has_vfio_pci() {
+        self.bind_to(VFIO_PCI)
+    }
+
+    /// Hands the function to `driver` (loading its module with `modprobe` if it is missing).
+    pub fn bind_to(&self, driver: &KernelDriver) -> Result<(), String> {
+        let wanted = driver.name;
+        if !self.sysfs.has_driver(wanted) {
             let loaded = std::process::Command::new("modprobe")
-                .arg("vfio-pci")
+                .arg(driver.module)
                 .status()
                 .map(|status| status.success())
                 .unwrap_or(false);
-            if !loaded || !self.sysfs.has_vfio_pci() {
-                return Err(String::from(
-                    "this kernel has no vfio-pci driver (modprobe vfio-pci failed): it needs \
-                     CONFIG_VFIO_PCI",
+            if !loaded || !self.sysfs.has_driver(wanted) {
+                return Err(format!(
+                    "this kernel has no {wanted} driver (modprobe {} failed): it needs {}",
+                    driver.module, driver.config
                 ));
             }
         }
@@ -222,9 +240,9 @@ impl SysfsFunction {
             fs::write(&path, value)
                 .map_err(|e| format!("writing '{value}' to {}: {e}", path.display()))
         };
-        write(self.path.join("driver_override"), "vfio-pci")?;
-        if let Some(driver) = self.driver()
-            && driver != "vfio-pci"
+        write(self.path.join("driver_override"), wanted)?;
+        if let Some(current) = self.driver()
+            && current != wanted
         {
             write(self.path.join("driver/unbind"), &self.name)?;
         }
@@ -232,14 +250,106 @@ impl SysfsFunction {
             write(self.sysfs.root.join("bus/pci/drivers_probe"), &self.name)?;
         }
         match self.driver() {
-            Some(driver) if driver == "vfio-pci" => Ok(()),
+            Some(bound) if bound == wanted => Ok(()),
             Some(other) => Err(format!("{} is bound to {other} after binding", self.name)),
             None => Err(format!(
-                "vfio-pci did not take {} (dmesg says why; without an IOMMU it refuses devices)",
-                self.name
+                "{wanted} did not take {} (dmesg says why{})",
+                self.name, driver.refusal_hint
             )),
         }
     }
+
+    /// The function's directory in sysfs (`config`, `resource`, `resourceN`, `uio/`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `/dev/uioN` of the function, once `uio_pci_generic` has it.
+    pub fn uio_device(&self) -> Option<PathBuf> {
+        let entry = fs::read_dir(self.path.join("uio")).ok()?.flatten().next()?;
+        Some(PathBuf::from("/dev").join(entry.file_name()))
+    }
+}
+
+/// A Linux driver the runner hands functions to, and how to get it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelDriver {
+    /// Its name under `/sys/bus/pci/drivers`.
+    pub name: &'static str,
+    pub module: &'static str,
+    pub config: &'static str,
+    /// Appended to "dmesg says why" when it refuses the function.
+    pub refusal_hint: &'static str,
+}
+
+/// VFIO: device access with DMA confined by the IOMMU.
+pub const VFIO_PCI: &KernelDriver = &KernelDriver {
+    name: "vfio-pci",
+    module: "vfio-pci",
+    config: "CONFIG_VFIO_PCI",
+    refusal_hint: "; without an IOMMU it refuses devices",
+};
+
+/// UIO's generic PCI driver: an interrupt file for INTx, nothing else; DMA unconfined.
+pub const UIO_PCI_GENERIC: &KernelDriver = &KernelDriver {
+    name: "uio_pci_generic",
+    module: "uio_pci_generic",
+    config: "CONFIG_UIO_PCI_GENERIC",
+    refusal_hint: "; it needs a device that can mask INTx, PCI 2.3",
+};
+
+/// One BAR as Linux's `resource` file of a function lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysfsResource {
+    pub index: u8,
+    pub start: u64,
+    pub size: u64,
+    pub kind: BarKind,
+    pub prefetchable: bool,
+}
+
+/// `IORESOURCE_*` flags of the `resource` file (include/linux/ioport.h).
+const IORESOURCE_IO: u64 = 0x100;
+const IORESOURCE_MEM: u64 = 0x200;
+const IORESOURCE_PREFETCH: u64 = 0x2000;
+const IORESOURCE_MEM_64: u64 = 0x0010_0000;
+
+/// The BARs of a `resource` file: a line `start end flags` (hex) per resource, the six BARs
+/// first; unused ones are all zeros.
+pub fn parse_resources(text: &str) -> Vec<SysfsResource> {
+    text.lines()
+        .take(6)
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let mut fields = line
+                .split_whitespace()
+                .map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16));
+            let (start, end, flags) = (
+                fields.next()?.ok()?,
+                fields.next()?.ok()?,
+                fields.next()?.ok()?,
+            );
+            if end <= start && flags == 0 || end < start {
+                return None;
+            }
+            let kind = if flags & IORESOURCE_IO != 0 {
+                BarKind::Io
+            } else if flags & IORESOURCE_MEM == 0 {
+                return None;
+            } else if flags & IORESOURCE_MEM_64 != 0 {
+                BarKind::Memory64
+            } else {
+                BarKind::Memory32
+            };
+            Some(SysfsResource {
+                index: index as u8,
+                start,
+                size: end - start + 1,
+                kind,
+                prefetchable: flags & IORESOURCE_PREFETCH != 0,
+            })
+        })
+        .collect()
 }
 
 /// Explains why an IOMMU group is not viable: its members still bound to other drivers.
@@ -310,6 +420,47 @@ mod tests {
     }
 
     /// A fake sysfs tree with one function bound to `driver`, in IOMMU group 7 with a sibling.
+    #[test]
+    fn reads_bars_from_the_resource_file() {
+        // An e1000 as QEMU shows it: a 128 KiB memory BAR, a 64-port I/O BAR, then unused
+        // BARs, the expansion ROM and bridge windows (only the first six lines are BARs).
+        let text = "0x00000000febc0000 0x00000000febdffff 0x0000000000040200\n\
+                    0x000000000000c000 0x000000000000c03f 0x0000000000040101\n\
+                    0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                    0x00000000fe000000 0x00000000fe003fff 0x000000000014220c\n\
+                    0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                    0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                    0x00000000feb80000 0x00000000febbffff 0x0000000000046200\n";
+        let bars = parse_resources(text);
+        assert_eq!(
+            bars,
+            vec![
+                SysfsResource {
+                    index: 0,
+                    start: 0xfebc_0000,
+                    size: 128 << 10,
+                    kind: BarKind::Memory32,
+                    prefetchable: false,
+                },
+                SysfsResource {
+                    index: 1,
+                    start: 0xc000,
+                    size: 64,
+                    kind: BarKind::Io,
+                    prefetchable: false,
+                },
+                SysfsResource {
+                    index: 3,
+                    start: 0xfe00_0000,
+                    size: 16 << 10,
+                    kind: BarKind::Memory64,
+                    prefetchable: true,
+                },
+            ]
+        );
+        assert!(parse_resources("garbage\n0x10 0x0f 0x200\n").is_empty());
+    }
+
     fn fake_sysfs(driver: Option<&str>, sibling_driver: &str) -> (PathBuf, Sysfs) {
         let root = std::env::temp_dir().join(format!(
             "wasi-dd-linux-sysfs-{}-{}",

@@ -40,6 +40,10 @@ pub fn bar_key(index: u8, kind: BarKind) -> u64 {
     }
 }
 
+/// The command register, and its bit that keeps the function from asserting INTx.
+const COMMAND: u64 = 0x04;
+const COMMAND_INTX_DISABLE: u16 = 1 << 10;
+
 /// Largest I/O BAR this platform names (see [`bar_key`]).
 const MAX_IO_BAR: u64 = 1 << 12;
 
@@ -184,17 +188,6 @@ impl VfioPlatform {
         })
     }
 
-    /// What the host tells `wasi_dd::DriverHost` about the function.
-    pub fn function(&self) -> &PciFunction {
-        &self.function
-    }
-
-    /// The function's interrupt, once the driver asked for it: the runner waits on it
-    /// together with its own files (TAP, NBD sockets).
-    pub fn interrupt(&self) -> Option<Arc<IrqState>> {
-        self.interrupt.lock().ok()?.clone()
-    }
-
     /// The VFIO regions and interrupts, for `wasi-dd-run info`.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -251,27 +244,28 @@ impl VfioPlatform {
         })
     }
 
-    fn route(&self, index: u32) -> Result<VfioInterrupt, PlatformError> {
+    fn route(&self, index: u32) -> Result<LinuxInterrupt, PlatformError> {
         let device = &self.vfio.device;
         let info = device.irq(index).map_err(|_| PlatformError::Unsupported)?;
         let eventfd = sys::eventfd().map_err(|_| PlatformError::OutOfMemory)?;
         device
             .trigger_eventfd(index, eventfd.as_fd())
             .map_err(|_| PlatformError::DeviceError)?;
-        let state = Arc::new(IrqState {
-            device: Arc::clone(device),
-            index,
-            eventfd,
-            level: index == uapi::PCI_INTX_IRQ_INDEX || info.flags & uapi::IRQ_INFO_AUTOMASKED != 0,
-            maskable: info.flags & uapi::IRQ_INFO_MASKABLE != 0,
-            fired: AtomicU64::new(0),
-            consumed: AtomicU64::new(0),
-            masked_by_driver: AtomicBool::new(false),
-        });
+        let level =
+            index == uapi::PCI_INTX_IRQ_INDEX || info.flags & uapi::IRQ_INFO_AUTOMASKED != 0;
+        let state = Arc::new(IrqState::new(
+            IrqSource::Vfio {
+                device: Arc::clone(device),
+                index,
+                eventfd,
+                maskable: info.flags & uapi::IRQ_INFO_MASKABLE != 0,
+            },
+            level,
+        ));
         if let Ok(mut slot) = self.interrupt.lock() {
             *slot = Some(Arc::clone(&state));
         }
-        Ok(VfioInterrupt(state))
+        Ok(LinuxInterrupt(state))
     }
 }
 
@@ -376,32 +370,94 @@ impl DmaMemory for VfioDma {
 }
 
 /// The state of the function's interrupt, shared by the driver's `interrupt` handle and the
-/// runner's loop (which waits on the eventfd together with its own files). Counted as in
-/// Keel: `fired` grows as the eventfd is read, a successful wait consumes up to it.
+/// runner's loop (which waits on its file together with its own files). Counted as in Keel:
+/// `fired` grows as the file is read, a successful wait consumes up to it.
 pub struct IrqState {
-    device: Arc<Device>,
-    index: u32,
-    eventfd: File,
-    /// Level-triggered (INTx): VFIO masks it on each delivery until it is unmasked.
+    source: IrqSource,
+    /// Level-triggered (INTx): masked on each delivery (by VFIO, or by `uio_pci_generic` with
+    /// the command register's INTx-disable bit) until it is unmasked.
     level: bool,
-    maskable: bool,
     fired: AtomicU64,
     consumed: AtomicU64,
     masked_by_driver: AtomicBool,
 }
 
+/// Where an interrupt arrives.
+enum IrqSource {
+    /// A VFIO interrupt index signalling an eventfd.
+    Vfio {
+        device: Arc<Device>,
+        index: u32,
+        eventfd: File,
+        maskable: bool,
+    },
+    /// `/dev/uioN` of `uio_pci_generic` (INTx only): a read gives the total number of
+    /// interrupts so far. Its handler masks INTx with the command register's INTx-disable bit;
+    /// clearing that bit through the function's sysfs `config` file unmasks it (the driver has
+    /// no `irqcontrol`: writing to `/dev/uioN` fails with ENOSYS).
+    Uio {
+        file: File,
+        config: File,
+        seen: AtomicU64,
+    },
+}
+
 impl IrqState {
-    /// The eventfd, to poll with other files.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.eventfd.as_fd()
+    fn new(source: IrqSource, level: bool) -> IrqState {
+        IrqState {
+            source,
+            level,
+            fired: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            masked_by_driver: AtomicBool::new(false),
+        }
     }
 
-    /// Reads what the eventfd counted into `fired` (without blocking).
+    /// The INTx of a function bound to `uio_pci_generic`, from its `/dev/uioN` opened
+    /// non-blocking and its sysfs `config` file.
+    pub(crate) fn uio(file: File, config: File) -> IrqState {
+        let state = IrqState::new(
+            IrqSource::Uio {
+                file,
+                config,
+                seen: AtomicU64::new(0),
+            },
+            true,
+        );
+        // Counts from here: what the device raised before belongs to nobody.
+        state.drain();
+        state.fired.store(0, Ordering::Release);
+        state.set_intx(true);
+        state
+    }
+
+    /// The file to poll with other files.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match &self.source {
+            IrqSource::Vfio { eventfd, .. } => eventfd.as_fd(),
+            IrqSource::Uio { file, .. } => file.as_fd(),
+        }
+    }
+
+    /// Reads what the file counted into `fired` (without blocking).
     fn drain(&self) {
-        let mut counter = [0u8; 8];
-        if let Ok(8) = (&self.eventfd).read(&mut counter) {
-            self.fired
-                .fetch_add(u64::from_ne_bytes(counter), Ordering::AcqRel);
+        match &self.source {
+            IrqSource::Vfio { eventfd, .. } => {
+                let mut counter = [0u8; 8];
+                if let Ok(8) = (&*eventfd).read(&mut counter) {
+                    self.fired
+                        .fetch_add(u64::from_ne_bytes(counter), Ordering::AcqRel);
+                }
+            }
+            IrqSource::Uio { file, seen, .. } => {
+                let mut total = [0u8; 4];
+                if let Ok(4) = (&*file).read(&mut total) {
+                    let total = u64::from(u32::from_ne_bytes(total));
+                    let before = seen.swap(total, Ordering::AcqRel);
+                    let new = total.wrapping_sub(before) & u64::from(u32::MAX);
+                    self.fired.fetch_add(new, Ordering::AcqRel);
+                }
+            }
         }
     }
 
@@ -430,32 +486,76 @@ impl IrqState {
 
     fn acknowledge(&self) {
         if self.level && !self.masked_by_driver.load(Ordering::Acquire) {
-            let _ = self.device.unmask_irq(self.index);
+            self.set_intx(true);
         }
     }
 
     fn set_masked(&self, masked: bool) {
         self.masked_by_driver.store(masked, Ordering::Release);
-        if self.maskable {
-            let _ = if masked {
-                self.device.mask_irq(self.index)
-            } else {
-                self.device.unmask_irq(self.index)
-            };
+        self.set_intx(!masked);
+    }
+
+    /// Unmasks (`enabled`) or masks the interrupt where the source can.
+    fn set_intx(&self, enabled: bool) {
+        match &self.source {
+            IrqSource::Vfio {
+                device,
+                index,
+                maskable,
+                ..
+            } => {
+                if *maskable || (enabled && self.level) {
+                    let _ = if enabled {
+                        device.unmask_irq(*index)
+                    } else {
+                        device.mask_irq(*index)
+                    };
+                }
+            }
+            IrqSource::Uio { config, .. } => {
+                let mut command = [0u8; 2];
+                if config.read_exact_at(&mut command, COMMAND).is_ok() {
+                    let old = u16::from_le_bytes(command);
+                    let new = if enabled {
+                        old & !COMMAND_INTX_DISABLE
+                    } else {
+                        old | COMMAND_INTX_DISABLE
+                    };
+                    if new != old {
+                        let _ = config.write_all_at(&new.to_le_bytes(), COMMAND);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the interrupt off for good (the driver's handle is gone).
+    fn disable(&self) {
+        match &self.source {
+            IrqSource::Vfio { device, index, .. } => {
+                let _ = device.disable_irq(*index);
+            }
+            IrqSource::Uio { .. } => self.set_intx(false),
         }
     }
 }
 
-/// The driver's handle on the interrupt; dropping it turns the interrupt off at VFIO.
-pub struct VfioInterrupt(Arc<IrqState>);
+/// The driver's handle on the interrupt; dropping it turns the interrupt off.
+pub struct LinuxInterrupt(Arc<IrqState>);
 
-impl Drop for VfioInterrupt {
-    fn drop(&mut self) {
-        let _ = self.0.device.disable_irq(self.0.index);
+impl LinuxInterrupt {
+    pub(crate) fn new(state: Arc<IrqState>) -> LinuxInterrupt {
+        LinuxInterrupt(state)
     }
 }
 
-impl InterruptLine for VfioInterrupt {
+impl Drop for LinuxInterrupt {
+    fn drop(&mut self) {
+        self.0.disable();
+    }
+}
+
+impl InterruptLine for LinuxInterrupt {
     fn wait(&self, timeout_ns: u64) -> bool {
         self.0.wait(timeout_ns)
     }
@@ -477,10 +577,61 @@ impl InterruptLine for VfioInterrupt {
     }
 }
 
+/// What the runner needs of a Linux platform besides [`Platform`]: the function it opened, and
+/// its interrupt once the driver asked for it (to wait on together with the runner's files).
+pub trait LinuxPlatform: Platform<Interrupt = LinuxInterrupt> {
+    fn function(&self) -> &PciFunction;
+    fn interrupt(&self) -> Option<Arc<IrqState>>;
+}
+
+impl LinuxPlatform for VfioPlatform {
+    fn function(&self) -> &PciFunction {
+        &self.function
+    }
+
+    fn interrupt(&self) -> Option<Arc<IrqState>> {
+        self.interrupt.lock().ok()?.clone()
+    }
+}
+
+/// [`Platform::sleep_ns`] for both Linux platforms. Register settling times are mostly
+/// microseconds: those are spun rather than paying a scheduler round trip (tens of
+/// microseconds) for each.
+pub(crate) fn sleep(ns: u64) {
+    if ns < 50_000 {
+        let deadline = Instant::now() + Duration::from_nanos(ns);
+        while Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::sleep(Duration::from_nanos(ns));
+    }
+}
+
+/// [`Platform::log`] for both Linux platforms: a line on standard error stamped with the time
+/// since `epoch`; debug lines only if `verbose`.
+pub(crate) fn log_line(epoch: Instant, verbose: bool, level: LogLevel, message: &str) {
+    if level == LogLevel::Debug && !verbose {
+        return;
+    }
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warning",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    let elapsed = epoch.elapsed();
+    eprintln!(
+        "[{:5}.{:06}] {level}: {message}",
+        elapsed.as_secs(),
+        elapsed.subsec_micros()
+    );
+}
+
 impl Platform for VfioPlatform {
     type Mmio = VfioMmio;
     type Dma = VfioDma;
-    type Interrupt = VfioInterrupt;
+    type Interrupt = LinuxInterrupt;
 
     fn config_read(&self, _function: PciAddress, offset: u16, access: Access) -> u32 {
         region_read(&self.vfio.device, &self.config, u64::from(offset), access).unwrap_or(u32::MAX)
@@ -586,7 +737,7 @@ impl Platform for VfioPlatform {
         })
     }
 
-    fn route_interrupt(&self, _function: PciAddress) -> Result<VfioInterrupt, PlatformError> {
+    fn route_interrupt(&self, _function: PciAddress) -> Result<LinuxInterrupt, PlatformError> {
         let has = |index| {
             self.vfio
                 .device
@@ -607,33 +758,10 @@ impl Platform for VfioPlatform {
     }
 
     fn sleep_ns(&self, ns: u64) {
-        // Register settling times are mostly microseconds: spin for those rather than pay a
-        // scheduler round trip (tens of microseconds) for each.
-        if ns < 50_000 {
-            let deadline = Instant::now() + Duration::from_nanos(ns);
-            while Instant::now() < deadline {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::sleep(Duration::from_nanos(ns));
-        }
+        sleep(ns);
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        if level == LogLevel::Debug && !self.verbose {
-            return;
-        }
-        let level = match level {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warning",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-        };
-        let elapsed = self.epoch.elapsed();
-        eprintln!(
-            "[{:5}.{:06}] {level}: {message}",
-            elapsed.as_secs(),
-            elapsed.subsec_micros()
-        );
+        log_line(self.epoch, self.verbose, level, message);
     }
 }

@@ -1,7 +1,8 @@
-//! `wasi-dd-run`: binds a driver component to a PCI function through VFIO and serves it to
-//! Linux by its world: a TAP interface for a nic-driver, NBD devices for a block-driver, a
-//! report for a test-driver. Every check that can be made before touching the device is made
-//! first (address, binding, IOMMU group, component and world against the class).
+//! `wasi-dd-run`: binds a driver component to a PCI function through VFIO (or, without an
+//! IOMMU and only when told `--unconfined`, through UIO) and serves it to Linux by its world: a
+//! TAP interface for a nic-driver, NBD devices for a block-driver, a report for a test-driver.
+//! Every check that can be made before touching the device is made first (address, binding,
+//! IOMMU group, component and world against the class).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,9 +21,10 @@ use wasmtime::{Config, Engine, Store};
 use crate::block::{self, BlockServer};
 use crate::nbd;
 use crate::nic::{self, NicLoop};
-use crate::pci::{self, Sysfs, SysfsFunction};
-use crate::platform::VfioPlatform;
+use crate::pci::{self, Sysfs, SysfsFunction, UIO_PCI_GENERIC, VFIO_PCI};
+use crate::platform::{LinuxPlatform, VfioPlatform};
 use crate::sys::{self, Interest, NbdControl, NbdDevice, Tap};
+use crate::uio::{UNCONFINED_WARNING, UioPlatform};
 use crate::vfio::{NO_IOMMU, Vfio};
 use crate::world::{self, World};
 
@@ -33,8 +35,10 @@ pub struct RunOptions {
     pub driver: PathBuf,
     /// `key=value` words for the driver (`scenario` is the runner's, for test drivers).
     pub parameters: Vec<(String, String)>,
-    /// Hand the function to vfio-pci if it is not bound to it.
+    /// Hand the function to vfio-pci (or uio_pci_generic) if it is not bound to it.
     pub bind: bool,
+    /// Without an IOMMU, drive the function through UIO with DMA unconfined.
+    pub unconfined: bool,
     pub tap: String,
     /// The first `/dev/nbdN` to consider for disks.
     pub first_nbd: u32,
@@ -48,6 +52,7 @@ impl RunOptions {
             driver: driver.to_path_buf(),
             parameters: Vec::new(),
             bind: false,
+            unconfined: false,
             tap: String::from("wdd0"),
             first_nbd: 0,
             verbose: false,
@@ -82,36 +87,54 @@ pub fn inspect(path: &Path) -> Result<String, String> {
     Ok(format!("{}: {world}", path.display()))
 }
 
-/// The function at `address`, bound to vfio-pci (after `--bind` if asked).
-fn bound_function(address: &str, bind: bool) -> Result<SysfsFunction, String> {
+/// How the runner reaches a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// vfio-pci: DMA confined by the IOMMU.
+    Vfio,
+    /// uio_pci_generic, on a machine without an IOMMU: DMA unconfined.
+    Uio,
+}
+
+/// The function at `address`, bound to vfio-pci, or without an IOMMU and if `unconfined`, to
+/// uio_pci_generic (after `--bind` if asked).
+fn bound_function(
+    address: &str,
+    bind: bool,
+    unconfined: bool,
+) -> Result<(SysfsFunction, Binding), String> {
     let address = pci::parse_address(address)?;
     let function = Sysfs::default().function(address)?;
-    if function.iommu_group().is_none() {
-        return Err(format!("{}: {NO_IOMMU}", function.name));
-    }
+    let (driver, binding) = match function.iommu_group() {
+        Some(_) => (VFIO_PCI, Binding::Vfio),
+        None if unconfined => (UIO_PCI_GENERIC, Binding::Uio),
+        None => return Err(format!("{}: {NO_IOMMU}", function.name)),
+    };
     match function.driver().as_deref() {
-        Some("vfio-pci") => {}
+        Some(current) if current == driver.name => {}
         current if bind => {
-            function.bind_vfio()?;
+            function.bind_to(driver)?;
             eprintln!(
-                "wasi-dd-run: {} handed to vfio-pci{}",
+                "wasi-dd-run: {} handed to {}{}",
                 function.name,
+                driver.name,
                 current.map(|d| format!(" (was {d})")).unwrap_or_default()
             );
         }
         current => {
             let now = match current {
-                Some(driver) => format!("is bound to {driver}"),
+                Some(other) => format!("is bound to {other}"),
                 None => String::from("has no driver"),
             };
             return Err(format!(
-                "{} {now}, not vfio-pci. Hand it to vfio-pci:\n{}\nor run again with --bind.",
+                "{} {now}, not {}. Hand it over:\n{}\nor run again with --bind.",
                 function.name,
-                function.bind_instructions()
+                driver.name,
+                function.instructions_for(driver)
             ));
         }
     }
-    Ok(function)
+    Ok((function, binding))
 }
 
 /// `wasi-dd-run info ADDRESS`: what Linux and VFIO say about a function.
@@ -135,6 +158,18 @@ pub fn info(address: &str) -> Result<Vec<String>, String> {
     ));
     let Some(group) = function.iommu_group() else {
         lines.push(format!("  {NO_IOMMU}"));
+        if function.driver().as_deref() == Some(UIO_PCI_GENERIC.name) {
+            let platform = UioPlatform::open(&function, false)?;
+            for bar in &platform.function().bars {
+                lines.push(format!(
+                    "  BAR {}: {:?}, {} bytes",
+                    bar.index, bar.kind, bar.size
+                ));
+            }
+            if let Some(uio) = function.uio_device() {
+                lines.push(format!("  INTx through {}", uio.display()));
+            }
+        }
         return Ok(lines);
     };
     lines.push(format!("  IOMMU group {group}"));
@@ -206,7 +241,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     // mid-DMA); it ends the run at the next point that checks.
     let engine = engine()?;
     let stopper = Stopper::start(&engine)?;
-    let function = bound_function(&options.address, options.bind)?;
+    let (function, binding) = bound_function(&options.address, options.bind, options.unconfined)?;
     let name = function.name.clone();
     let (class, subclass) = function.class()?;
     let compile_start = Instant::now();
@@ -230,13 +265,45 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     if stopper.signals.load(Ordering::Acquire) > 0 {
         return Err(String::from("stopped by a signal"));
     }
-    let (vfio, layout) = Vfio::open(&function)?;
-    let platform = Arc::new(VfioPlatform::new(
-        vfio,
-        &layout,
-        function.address,
-        options.verbose,
-    )?);
+    match &binding {
+        Binding::Vfio => {
+            let (vfio, layout) = Vfio::open(&function)?;
+            let platform = VfioPlatform::new(vfio, &layout, function.address, options.verbose)?;
+            serve(
+                Arc::new(platform),
+                &engine,
+                &component,
+                world,
+                options,
+                &stopper,
+            )
+        }
+        Binding::Uio => {
+            eprintln!("wasi-dd-run: warning: {UNCONFINED_WARNING}");
+            let platform = UioPlatform::open(&function, options.verbose)?;
+            serve(
+                Arc::new(platform),
+                &engine,
+                &component,
+                world,
+                options,
+                &stopper,
+            )
+        }
+    }
+}
+
+/// Instantiates the driver on `platform` and serves it by its world until it fails or a
+/// signal.
+fn serve<P: LinuxPlatform>(
+    platform: Arc<P>,
+    engine: &Engine,
+    component: &Component,
+    world: World,
+    options: &RunOptions,
+    stopper: &Arc<Stopper>,
+) -> Result<(), String> {
+    let name = pci::address_name(platform.function().address);
     let driver_name = options
         .driver
         .file_stem()
@@ -252,8 +319,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let host = DriverHost::new(Arc::clone(&platform), platform.function().clone())
         .with_name(&driver_name)
         .with_parameters(parameters);
-    let mut store = Store::new(&engine, host);
-    let epoch_stopper = Arc::clone(&stopper);
+    let mut store = Store::new(engine, host);
+    let epoch_stopper = Arc::clone(stopper);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if epoch_stopper.interrupting() {
@@ -262,8 +329,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             wasmtime::UpdateDeadline::Continue(1)
         })
     });
-    let mut linker = Linker::new(&engine);
-    wasi_dd::add_to_linker(&mut linker, |host: &mut DriverHost<VfioPlatform>| host)
+    let mut linker = Linker::new(engine);
+    wasi_dd::add_to_linker(&mut linker, |host: &mut DriverHost<P>| host)
         .map_err(|e| format!("{e:#}"))?;
     let irq = {
         let platform = Arc::clone(&platform);
@@ -271,7 +338,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     };
     match world {
         World::Test => {
-            let driver = wasi_dd::TestDriver::instantiate(&mut store, &component, &linker)
+            let driver = wasi_dd::TestDriver::instantiate(&mut store, component, &linker)
                 .map_err(|e| format!("cannot instantiate {driver_name}: {e:#}"))?;
             let device = store.data_mut().device().map_err(|e| format!("{e:#}"))?;
             let scenario = scenario.unwrap_or_else(|| String::from("default"));
@@ -292,7 +359,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
                     options.tap
                 )
             })?;
-            let driver = wasi_dd::NicDriver::instantiate(&mut store, &component, &linker)
+            let driver = wasi_dd::NicDriver::instantiate(&mut store, component, &linker)
                 .map_err(|e| format!("cannot instantiate {driver_name}: {e:#}"))?;
             let (state, mac) = NicLoop::start(&mut store, &driver)?;
             tap.set_mac(mac)
@@ -326,7 +393,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             Ok(())
         }
         World::Block => {
-            let driver = wasi_dd::BlockDriver::instantiate(&mut store, &component, &linker)
+            let driver = wasi_dd::BlockDriver::instantiate(&mut store, component, &linker)
                 .map_err(|e| format!("cannot instantiate {driver_name}: {e:#}"))?;
             let disks = block::start(&mut store, &driver)?;
             if disks.is_empty() {

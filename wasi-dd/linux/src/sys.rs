@@ -86,6 +86,23 @@ impl Mapping {
         )
     }
 
+    /// `len` bytes (a multiple of 2 MiB) of huge pages: each physically contiguous, populated
+    /// and locked now, so that a device given their physical addresses (no IOMMU) reaches them
+    /// for as long as the mapping lives. Shared, so that a fork (`modprobe`) cannot make a
+    /// write copy a page to elsewhere.
+    pub fn huge(len: usize) -> io::Result<Mapping> {
+        Self::map(
+            None,
+            0,
+            len,
+            libc::MAP_SHARED
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_HUGETLB
+                | libc::MAP_POPULATE
+                | libc::MAP_LOCKED,
+        )
+    }
+
     /// `len` bytes of `file` from `offset`, shared (a VFIO region: device registers).
     pub fn shared(file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Mapping> {
         Self::map(Some(file), offset, len, libc::MAP_SHARED)
@@ -129,7 +146,8 @@ impl Mapping {
         self.len == 0
     }
 
-    /// The virtual address of byte 0 (what `VFIO_IOMMU_MAP_DMA` pins).
+    /// The virtual address of byte 0 (what `VFIO_IOMMU_MAP_DMA` pins, or where the page map
+    /// is read for a huge page's physical address).
     pub fn address(&self) -> u64 {
         self.base.as_ptr() as u64
     }

@@ -1,4 +1,5 @@
-//! `wasi-dd-run`: runs a WASI-dd driver component on a PCI function under Linux (VFIO).
+//! `wasi-dd-run`: runs a WASI-dd driver component on a PCI function under Linux (VFIO; UIO
+//! with `--unconfined` where there is no IOMMU).
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +15,8 @@ usage:
   wasi-dd-run inspect <driver.wasm>
 
 run: binds the driver component (target/drivers-wasm/NAME.wasm) to the PCI function
-(SSSS:BB:DD.F, bound to vfio-pci) and serves it by its world:
+(SSSS:BB:DD.F, bound to vfio-pci, which confines its DMA with the IOMMU) and serves it by its
+world:
   nic-driver    a TAP interface (ip link / udhcpc -i wdd0)
   block-driver  each disk as /dev/nbdN (mount /dev/nbd0p1 /mnt)
   test-driver   runs scenario=NAME and prints its report
@@ -23,6 +25,8 @@ Ctrl-C stops cleanly (disks disconnected first); a second one interrupts the dri
 
 options:
   --bind        hand the function to vfio-pci first if another driver has it
+  --unconfined  on a machine without an IOMMU, drive the function through uio_pci_generic:
+                the device's DMA is NOT confined (it can reach all memory), INTx only
   --tap NAME    the TAP interface for a nic-driver (default wdd0)
   --nbd N       the first /dev/nbdN to use for disks (default 0)
   -v            driver debug logs too
@@ -32,10 +36,12 @@ options:
 fn parse_run(arguments: &[String]) -> Result<RunOptions, String> {
     let mut positional = Vec::new();
     let (mut bind, mut tap, mut first_nbd, mut verbose) = (false, None, 0, false);
+    let mut unconfined = false;
     let mut words = arguments.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
             "--bind" => bind = true,
+            "--unconfined" => unconfined = true,
             "-v" | "--verbose" => verbose = true,
             "--tap" => tap = Some(words.next().ok_or("--tap needs a name")?.clone()),
             "--nbd" => {
@@ -66,6 +72,7 @@ fn parse_run(arguments: &[String]) -> Result<RunOptions, String> {
             .push((key.to_string(), value.to_string()));
     }
     options.bind = bind;
+    options.unconfined = unconfined;
     options.verbose = verbose;
     options.first_nbd = first_nbd;
     if let Some(tap) = tap {
@@ -126,13 +133,19 @@ mod tests {
         .unwrap();
         assert_eq!(options.address, "00:03.0");
         assert_eq!(options.driver, PathBuf::from("e1000.wasm"));
-        assert!(options.bind && options.verbose);
+        assert!(options.bind && options.verbose && !options.unconfined);
         assert_eq!(options.tap, "net0");
         assert_eq!(options.first_nbd, 2);
         assert_eq!(
             options.parameters,
             vec![("fault-after-frames".to_string(), "5".to_string())]
         );
+    }
+
+    #[test]
+    fn unconfined_is_asked_for_explicitly() {
+        let options = parse_run(&words("--unconfined 00:03.0 e1000.wasm")).unwrap();
+        assert!(options.unconfined && !options.bind);
     }
 
     #[test]

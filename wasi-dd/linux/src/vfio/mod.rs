@@ -13,8 +13,9 @@ use crate::pci::{SysfsFunction, group_blockers};
 use uapi::{Container, Device, DeviceInfo, Group};
 
 /// What to say when a function has no IOMMU group.
-pub const NO_IOMMU: &str = "no IOMMU group: this device needs VFIO (boot with intel_iommu=on) — \
-                            the unconfined UIO fallback is not implemented yet";
+pub const NO_IOMMU: &str = "no IOMMU group: VFIO cannot confine this device's DMA (boot with \
+                            intel_iommu=on, or amd_iommu=on, if the machine has an IOMMU). \
+                            --unconfined drives it through UIO instead, with DMA unconfined";
 
 /// An opened VFIO device: the container (its IOMMU context), the group, the device file.
 pub struct Vfio {
