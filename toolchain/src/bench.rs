@@ -886,10 +886,10 @@ fn wasm_drivers_on_linux(layout: &Layout, disk: &Path) -> Result<Vec<BenchSample
     let port = config.host_port;
     let (mut vm, _) = Vm::boot_linux_config_to_prompt(&config)?;
     let nic = vm.linux_pci_address(0x8086, 0x100e)?;
-    vm.linux_wasm_nic_up(&nic)?;
+    vm.linux_wasm_nic_up("", &nic)?;
     let (download, per_request) = linux_httpd(&mut vm, port)?;
     vm.linux_stop_runner("e1000")?;
-    vm.linux_start_runner(crate::qemu::OWN_AHCI_ADDRESS, "ahci", "")?;
+    vm.linux_start_runner("", crate::qemu::OWN_AHCI_ADDRESS, "ahci", "")?;
     vm.linux_command_until("cat /sys/block/nbd0/size 2>/dev/null; true", |out| {
         out.trim().parse::<u64>().is_ok_and(|sectors| sectors > 0)
     })

@@ -59,8 +59,8 @@ const fn module(name: &'static str, config: &'static str) -> GuestModule {
 }
 
 /// What the guest loads: the e1000 NIC, the AHCI controller and SCSI disks (`sd_mod` is not a
-/// dependency of `ahci`: udev would load it, and there is no udev here), VFIO for the user-space
-/// drivers to come, tun and nbd, and FAT with the code pages a default `mount -t vfat` asks for
+/// dependency of `ahci`: udev would load it, and there is no udev here), VFIO for the WASI-dd
+/// runner (and UIO's generic PCI driver, its fallback without an IOMMU), tun and nbd, and FAT with the code pages a default `mount -t vfat` asks for
 /// (437 and `ascii` in Debian's configuration; `utf8` for `-o iocharset=utf8`). Their
 /// dependencies come from the kernel's module metadata.
 pub const GUEST_MODULES: &[GuestModule] = &[
@@ -70,6 +70,7 @@ pub const GUEST_MODULES: &[GuestModule] = &[
     module("vfio", "CONFIG_VFIO"),
     module("vfio_iommu_type1", "CONFIG_VFIO_IOMMU_TYPE1"),
     module("vfio_pci", "CONFIG_VFIO_PCI"),
+    module("uio_pci_generic", "CONFIG_UIO_PCI_GENERIC"),
     module("tun", "CONFIG_TUN"),
     module("nbd", "CONFIG_BLK_DEV_NBD"),
     module("vfat", "CONFIG_VFAT_FS"),

@@ -458,16 +458,22 @@ impl Vm {
         }
     }
 
-    /// Starts the WASI-dd runner in the background on the function at `address` (taking it
-    /// from its Linux driver) with the guest's copy of driver `name` and driver parameters
-    /// `words`. Its output goes to `/tmp/NAME.log`, its process ID to `.pid` and its exit
+    /// Starts the WASI-dd runner in the background with `options` (such as `--unconfined`) on
+    /// the function at `address` (taking it from its Linux driver) with the guest's copy of
+    /// driver `name` and driver parameters `words`. Its output goes to `/tmp/NAME.log`, its process ID to `.pid` and its exit
     /// status to `.status` beside it. (Started from a subshell, so the interactive shell prints
     /// no job notices.)
-    pub fn linux_start_runner(&mut self, address: &str, name: &str, words: &str) -> Result<()> {
+    pub fn linux_start_runner(
+        &mut self,
+        options: &str,
+        address: &str,
+        name: &str,
+        words: &str,
+    ) -> Result<()> {
         let log = runner_log(name);
         self.linux_command_ok(
             &format!(
-                "(sh -c '{} run --bind {address} {}/{name}.wasm {words} > {log} 2>&1 & \
+                "(sh -c '{} run --bind {options} {address} {}/{name}.wasm {words} > {log} 2>&1 & \
                  echo $! > {log}.pid; wait $!; echo $? > {log}.status' &)",
                 linux::RUNNER_GUEST_PATH,
                 linux::DRIVERS_GUEST_DIR
@@ -494,10 +500,10 @@ impl Vm {
         Ok(output)
     }
 
-    /// Runs the e1000 component under the runner and configures its TAP interface, `wdd0`, by
-    /// DHCP; the function is at `address`.
-    pub fn linux_wasm_nic_up(&mut self, address: &str) -> Result<()> {
-        self.linux_start_runner(address, "e1000", "")?;
+    /// Runs the e1000 component under the runner (with `options`) and configures its TAP
+    /// interface, `wdd0`, by DHCP; the function is at `address`.
+    pub fn linux_wasm_nic_up(&mut self, options: &str, address: &str) -> Result<()> {
+        self.linux_start_runner(options, address, "e1000", "")?;
         self.linux_command_until("ip -o link show wdd0 2>&1; true", |out| {
             out.contains("wdd0:") && out.contains(",UP")
         })

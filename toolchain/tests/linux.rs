@@ -362,7 +362,7 @@ fn keels_e1000_component_runs_under_linux_gets_an_address_and_fetches_a_host_fil
         let address = vm.linux_pci_address(0x8086, 0x100e)?;
         // The runner takes the function from Linux's e1000 driver, opens the TAP interface,
         // and udhcpc configures it.
-        vm.linux_wasm_nic_up(&address)?;
+        vm.linux_wasm_nic_up("", &address)?;
         let driver = run_ok(
             vm,
             &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
@@ -415,7 +415,7 @@ fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
             "two ICH9 AHCI controllers are one vendor:device; the test names its own"
         );
         let address = OWN_AHCI_ADDRESS;
-        vm.linux_start_runner(address, "ahci", "")?;
+        vm.linux_start_runner("", address, "ahci", "")?;
         vm.linux_command_until("ls /sys/block/nbd0/ 2>&1; true", |out| {
             out.contains("nbd0p1")
         })
@@ -502,6 +502,71 @@ fn a_hostile_drivers_dma_outside_its_buffers_is_stopped_by_the_iommu_and_reporte
                 "no {kind} fault at {at:#x} in {faults}"
             );
         }
+        Ok(())
+    });
+}
+
+// Without an IOMMU (the yardstick's plain machine) the runner refuses, unless told
+// `--unconfined`: then it drives the device through UIO, and nothing confines its DMA.
+
+#[test]
+fn without_an_iommu_the_runner_refuses_unless_unconfined_and_then_drives_the_devices() {
+    let data = pseudo_random(1 << 20, 0x75696f);
+    let server = HostServer::start(vec![("/data.bin".into(), data.clone())]).unwrap();
+    with_linux(None, |vm, _| {
+        let edu = vm.linux_pci_address(0x1234, 0x11e8)?;
+        let component = same_component_as_keel(vm, "test-edu")?;
+        let refused = vm.linux_command(&format!(
+            "{RUNNER_GUEST_PATH} run --bind {edu} {component} scenario=edu; echo \"exit=$?\""
+        ))?;
+        ensure!(
+            refused.contains("no IOMMU group")
+                && refused.contains("--unconfined")
+                && refused.contains("exit=1"),
+            "{refused}"
+        );
+
+        let unconfined = format!("{RUNNER_GUEST_PATH} run --bind --unconfined {edu} {component}");
+        let honest = run_ok_with_timeout(vm, &format!("{unconfined} scenario=edu 2>&1"), LONG)?;
+        ensure!(
+            honest.contains("DMA is not confined") && honest.contains("DMA 256 B round trip ok"),
+            "{honest}"
+        );
+        let driver = run_ok(
+            vm,
+            &format!("basename $(readlink /sys/bus/pci/devices/{edu}/driver)"),
+        )?;
+        ensure!(
+            driver.trim() == "uio_pci_generic",
+            "{edu} is bound to {driver:?}"
+        );
+        // What an IOMMU prevents: the device reads a buffer the driver gave back.
+        let hostile = run_ok_with_timeout(vm, &format!("{unconfined} scenario=dma-escape"), LONG)?;
+        let report = hostile
+            .lines()
+            .find(|l| l.starts_with("dma-escape: "))
+            .ok_or_else(|| anyhow!("no report: {hostile}"))?;
+        eprintln!("linux: unconfined {report}");
+        ensure!(
+            report.contains("read of freed 0x") && report.contains(": LEAKED"),
+            "{report}"
+        );
+
+        // The e1000 component over UIO: its INTx, DMA in huge pages at physical addresses.
+        let nic = vm.linux_pci_address(0x8086, 0x100e)?;
+        vm.linux_wasm_nic_up("--unconfined", &nic)?;
+        let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
+        run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
+        let sum = run_ok(vm, "sha256sum /tmp/data.bin")?;
+        ensure!(
+            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
+            "guest sha256 {sum:?}"
+        );
+        let output = vm.linux_stop_runner("e1000")?;
+        ensure!(
+            output.contains(&format!("wdd0: e1000 on {nic}, MAC 52:54:00:12:34:56")),
+            "{output}"
+        );
         Ok(())
     });
 }
