@@ -121,6 +121,7 @@ fn boots_loads_its_modules_and_gets_an_address_by_dhcp() {
             "vfio",
             "vfio_pci",
             "vfio_iommu_type1",
+            "uio_pci_generic",
             "tun",
             "nbd",
             "vfat",
