@@ -3,7 +3,9 @@
  *   unreachable  execute an `unreachable` instruction (__builtin_trap)
  *   div0         integer division by zero
  *   stack        unbounded recursion until the call stack is exhausted
- *   loop         spin forever (the host must interrupt or kill it)
+ *   loop         spin forever, counting in memory (the host must interrupt or kill it)
+ *   spin         spin forever in registers alone: no memory access, no call, nothing that
+ *                could fault (only the host's own means can stop it)
  * None of them returns; reaching the end of main is itself a failure (exit status 1). */
 #include <stdint.h>
 #include <stdio.h>
@@ -26,7 +28,7 @@ static void announce(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    static const char usage[] = "usage: trap oob|unreachable|div0|stack|loop\n";
+    static const char usage[] = "usage: trap oob|unreachable|div0|stack|loop|spin\n";
     if (argc != 2) {
         fputs(usage, stderr);
         return 2;
@@ -53,6 +55,12 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "loop") == 0) {
         announce("looping forever");
         for (volatile unsigned long long spins = 0;; spins++) {
+        }
+    } else if (strcmp(mode, "spin") == 0) {
+        announce("spinning in registers");
+        /* A loop with a constant condition may run forever (C11 6.8.5p6); it compiles to a
+         * Wasm `loop` that branches to itself. */
+        for (;;) {
         }
     } else {
         fprintf(stderr, "trap: unknown mode '%s'\n", mode);

@@ -196,6 +196,7 @@ pub fn start(magic: u32, info_address: u32) -> ! {
     drop(copy);
     keel_task::init(symbols::boot_stack());
     keel_task::set_guest_fault_filter(keel_wasm_platform::on_guest_fault);
+    keel_task::set_guest_kill_stop(keel_wasm_platform::stop_for_kill);
     let boot_ms = keel_time::now_ns() / 1_000_000;
     FACTS.call_once(|| BootFacts {
         command_line,

@@ -105,7 +105,6 @@ pub fn start(drivers: Vec<BootDriver>) {
                 return;
             }
         };
-        crate::programs::start_epoch_ticker();
         let mut images = Vec::new();
         for driver in drivers {
             match image(&driver) {

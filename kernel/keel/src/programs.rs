@@ -6,7 +6,6 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::time::Duration;
 use keel_console::println;
 use keel_sync::Once;
 use keel_task::{Builder, Mutex};
@@ -20,7 +19,6 @@ pub struct BootProgram {
 
 static BOOT_PROGRAMS: Once<Vec<BootProgram>> = Once::new();
 static LOADED: Mutex<BTreeMap<String, Program>> = Mutex::new(BTreeMap::new());
-static EPOCH_TICKER: Once<()> = Once::new();
 /// The program the shell is waiting for: Ctrl-C ends it.
 static FOREGROUND: AtomicU64 = AtomicU64::new(0);
 
@@ -58,21 +56,6 @@ fn program(name: &str) -> Result<Program, String> {
     Ok(program)
 }
 
-/// Wasmtime's epoch interruption is how a running program notices `kill`: a kernel task
-/// advances the epoch every 10 ms.
-pub(crate) fn start_epoch_ticker() {
-    EPOCH_TICKER.call_once(|| {
-        if let Ok(engine) = keel_wasm::engine() {
-            let _ = Builder::new("wasm-epoch").critical().spawn(move || {
-                loop {
-                    keel_task::sleep(Duration::from_millis(10));
-                    engine.increment_epoch();
-                }
-            });
-        }
-    });
-}
-
 /// Prints how a program ended (nothing for a clean exit).
 fn report(
     name: &str,
@@ -101,7 +84,6 @@ fn report(
 /// Ctrl-C ends the program) unless the last argument is `&`; a background program reports its
 /// end itself.
 pub fn run_program(name: &str, args: &[String]) -> Result<(), String> {
-    start_epoch_ticker();
     let background = args.last().is_some_and(|a| a == "&");
     let args = if background {
         &args[..args.len() - 1]
@@ -226,7 +208,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if preopens.is_empty() {
         preopens.push(String::from("/"));
     }
-    start_epoch_ticker();
     let background = rest.last().is_some_and(|a| a == "&");
     let rest = if background {
         &rest[..rest.len() - 1]

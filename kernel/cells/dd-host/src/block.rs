@@ -432,6 +432,8 @@ pub(crate) fn serve(
                 let wait = if busy { IN_FLIGHT_POLL_NS } else { IDLE_NS };
                 fired = interrupts.wait(wait);
             }
+            // A kill stops the driver's code with a trap, which the call reports.
+            Err(_) if keel_task::kill_requested() => break String::from("killed"),
             Err(why) => break why,
         }
     };

@@ -223,7 +223,7 @@ const DRIVER_STACK: usize = 1 << 20;
 /// The boot image's drivers, each with its component once loaded.
 struct Loaded {
     image: Arc<DriverImage>,
-    component: Option<Result<Component, String>>,
+    component: Option<Result<LoadedComponent, String>>,
 }
 
 static IMAGES: IrqSafeMutex<Vec<Loaded>> = IrqSafeMutex::new(Vec::new());
@@ -234,7 +234,7 @@ static CONFIG: spin::Once<&'static dyn ConfigSpace> = spin::Once::new();
 fn component(
     engine: &Engine,
     index: usize,
-) -> Option<(Arc<DriverImage>, Result<Component, String>)> {
+) -> Option<(Arc<DriverImage>, Result<LoadedComponent, String>)> {
     let image = IMAGES.lock().get(index)?.image.clone();
     if let Some(loaded) = IMAGES.lock()[index].component.clone() {
         return Some((image, loaded));
@@ -298,7 +298,7 @@ pub fn bind_all(
         };
         match component {
             Ok(component) => {
-                if start_instance(record_index, image, component, Vec::new()) {
+                if start_instance(record_index, image, component.component, Vec::new()) {
                     started += 1;
                 }
             }
@@ -379,7 +379,7 @@ pub fn restart(name: &str, parameters: Vec<(String, String)>) -> Result<usize, S
         .position(|l| l.image.manifest.name == name)
         .ok_or_else(|| format!("no driver named '{name}' in the boot image"))?;
     let (image, component) = component(engine, index).ok_or("no such driver")?;
-    let component = component?;
+    let component = component?.component;
     let ended: Vec<usize> = RECORDS
         .lock()
         .iter()
@@ -414,7 +414,7 @@ pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<
         .position(|l| l.image.manifest.name == name)
         .ok_or_else(|| format!("no driver named '{name}' in the boot image"))?;
     let (image, component) = component(engine, index).ok_or("no such driver")?;
-    let component = component?;
+    let component = component?.component;
     if image.manifest.world != DriverWorld::Test {
         return Err(format!("{name} is not a test driver"));
     }
@@ -448,15 +448,32 @@ pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<
     }
 }
 
-fn load_component(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+/// A deserialized driver and the registration that lets a kill stop it inside its code.
+#[derive(Clone)]
+struct LoadedComponent {
+    component: Component,
+    _killable: Arc<keel_wasm_platform::KillableCode>,
+}
+
+fn load_component(engine: &Engine, artifact: &[u8]) -> Result<LoadedComponent, String> {
     if Engine::detect_precompiled(artifact) != Some(wasmtime::Precompiled::Component) {
         return Err(String::from("not a precompiled WASI-dd component"));
     }
     #[allow(unsafe_code)]
     // SAFETY: Wasmtime checks the header, version, settings and CPU features before use; the
     // bytes come from the boot image, which Keel trusts to hold what `keel-aot` wrote.
-    let component = unsafe { Component::deserialize(engine, artifact) };
-    component.map_err(|e| format!("not a usable driver: {e:#}"))
+    let component = unsafe { Component::deserialize(engine, artifact) }
+        .map_err(|e| format!("not a usable driver: {e:#}"))?;
+    let killable = keel_wasm_platform::KillableCode::register(
+        artifact,
+        component.text(),
+        component.functions().map(|f| (f.offset, f.len)),
+    )
+    .map_err(|why| format!("its code cannot be stopped: {why}"))?;
+    Ok(LoadedComponent {
+        component,
+        _killable: Arc::new(killable),
+    })
 }
 
 /// What an instance is made from.
@@ -492,16 +509,6 @@ impl Instance<'_> {
             .with_name(name)
             .with_parameters(self.parameters.clone());
         let mut store = Store::new(engine, host);
-        // Epoch interruption is on for every store of the engine: let drivers run on, and end them
-        // only when their task is killed.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| {
-            if keel_task::kill_requested() {
-                Ok(wasmtime::UpdateDeadline::Interrupt)
-            } else {
-                Ok(wasmtime::UpdateDeadline::Continue(1))
-            }
-        });
         let mut linker = Linker::new(engine);
         wasi_dd::add_to_linker(&mut linker, |host| host).map_err(|e| format!("{e:#}"))?;
         match image.manifest.world {
@@ -513,6 +520,9 @@ impl Instance<'_> {
                 match driver.call_run(&mut store, device, scenario) {
                     Ok(Ok(report)) => Ok(DriverState::Finished(report)),
                     Ok(Err(why)) => Ok(DriverState::Failed(why)),
+                    Err(_) if keel_task::kill_requested() => {
+                        Ok(DriverState::Failed(String::from("killed")))
+                    }
                     Err(trap) => Ok(DriverState::Failed(format!("trapped: {trap:#}"))),
                 }
             }

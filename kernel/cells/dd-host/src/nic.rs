@@ -137,6 +137,8 @@ pub(crate) fn serve(
         }
         match serve_once(store, driver, interrupts, &mut tx_pool, fired) {
             Ok(next) => fired = next,
+            // A kill stops the driver's code with a trap, which the call reports.
+            Err(_) if keel_task::kill_requested() => break String::from("killed"),
             Err(why) => break why,
         }
     };

@@ -347,7 +347,23 @@ fn on_tick(context: &mut InterruptedContext) {
     {
         drop(task);
         keel_unwind::unwind_interrupted(context, AsyncCause::Kill);
+    } else if task.cooperative_kill && task.kill_requested.load(Ordering::Acquire) {
+        // A guest runtime's task ends through the runtime, which sees the request stay set.
+        drop(task);
+        if let Some(stop) = GUEST_KILL_STOP.get() {
+            stop(context);
+        }
     }
+}
+
+/// Stops a cooperatively killed task that the tick interrupted in guest code (compiled Wasm),
+/// by making its runtime unwind the guest frames; returns false where it cannot (host code,
+/// which checks the kill request itself).
+pub type GuestKillStop = fn(&mut InterruptedContext) -> bool;
+static GUEST_KILL_STOP: spin::Once<GuestKillStop> = spin::Once::new();
+
+pub fn set_guest_kill_stop(stop: GuestKillStop) {
+    GUEST_KILL_STOP.call_once(|| stop);
 }
 
 /// Tried first for every fault in a task: a guest runtime (Wasmtime) may claim faults in its

@@ -37,7 +37,10 @@ pub fn configure(config: &mut Config) {
     config.memory_may_move(false);
     config.memory_init_cow(false);
     config.max_wasm_stack(MAX_WASM_STACK);
-    config.epoch_interruption(true);
+    // No epoch interruption: its checks at every loop header (and the spills their slow path
+    // causes) cost more than half the speed of tight loops. A killed task running Wasm is
+    // stopped from the timer tick instead (keel_wasm_platform::kill).
+    config.epoch_interruption(false);
     // Keel registers no native unwind tables for Wasm code (its unwinder never walks Wasm
     // frames), and backtraces name functions without wasm offsets: both only enlarge the image.
     config.native_unwind_info(false);

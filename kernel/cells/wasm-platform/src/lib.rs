@@ -5,7 +5,8 @@
 //!
 //! * virtual memory ([`vm`]): every `wasmtime_mmap_new` is a [`keel_memory::Reservation`] kept in
 //!   a registry by start address; the other calls find the reservation containing the address;
-//! * traps ([`traps`]): the handler Wasmtime registers is stored for Keel's exception handlers;
+//! * traps ([`traps`]): the handler Wasmtime registers is stored for Keel's exception handlers,
+//!   and a killed task running Wasm is stopped through it ([`kill`]);
 //! * task-local storage ([`tls`]): Wasmtime's per-thread pointers are per-task words;
 //! * locks ([`sync`]): Wasmtime's `Mutex`/`RwLock` words, used only with
 //!   `custom-sync-primitives`, which a preemptive kernel needs (without it Wasmtime panics on
@@ -21,12 +22,14 @@
 
 extern crate alloc;
 
+pub mod kill;
 pub mod sync;
 pub mod tls;
 pub mod traps;
 pub mod vm;
 
-pub use traps::{TrapHandler, on_guest_fault, trap_handler};
+pub use kill::KillableCode;
+pub use traps::{TrapHandler, on_guest_fault, stop_for_kill, trap_handler};
 pub use vm::committed_bytes;
 
 /// Error codes returned to Wasmtime (errno numbers, for readable messages).

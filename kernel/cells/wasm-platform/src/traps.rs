@@ -77,6 +77,29 @@ unsafe extern "C" {
     fn keel_wasm_trap_trampoline();
 }
 
+/// Stops a task that was asked to die, when the timer interrupted it inside a compiled Wasm
+/// function: Wasmtime's handler gets a trap site of that code (see [`crate::kill`]) and the
+/// task's frame pointer, and unwinds the Wasm frames to the store's entry. Returns false (and
+/// changes nothing) anywhere else: host code notices the kill request itself.
+pub fn stop_for_kill(context: &mut keel_arch::interrupts::InterruptedContext) -> bool {
+    let Some(handler) = trap_handler() else {
+        return false;
+    };
+    let Some(trap_site) = crate::kill::trap_site_for(context.instruction_pointer() as usize) else {
+        return false;
+    };
+    let ordering = Ordering::SeqCst;
+    KEEL_WASM_TRAP_PC.store(trap_site as u64, ordering);
+    KEEL_WASM_TRAP_ADDR.store(0, ordering);
+    KEEL_WASM_TRAP_HAS_ADDR.store(0, ordering);
+    KEEL_WASM_TRAP_HANDLER.store(handler as *mut (), ordering);
+    // SAFETY: as for a fault: the trampoline never returns, realigns the stack, reads the trap
+    // before enabling interrupts, and RBP and the stack are the interrupted task's own (a Wasm
+    // function's frame, where Wasmtime's handler expects one).
+    unsafe { context.redirect_as_call(keel_wasm_trap_trampoline as *const () as u64) };
+    true
+}
+
 /// Page-fault error code bit: the page was present (a protection violation, not a missing page).
 const PAGE_FAULT_PRESENT: u64 = 1 << 0;
 

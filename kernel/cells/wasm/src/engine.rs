@@ -55,6 +55,8 @@ pub fn engine() -> Result<&'static Engine, &'static str> {
 pub struct Program {
     pub name: String,
     pub module: Module,
+    /// The module's code, registered so that a kill stops the task even inside a loop.
+    _killable: alloc::sync::Arc<keel_wasm_platform::KillableCode>,
     /// The module with its imports resolved against the WASI host, ready for a new store.
     pub(crate) instance_pre: wasmtime::InstancePre<crate::wasi::Ctx>,
 }
@@ -94,9 +96,16 @@ pub fn load(name: &str, artifact: &[u8]) -> Result<Program, LoadError> {
         .map_err(|e| LoadError::Rejected(alloc::format!("{e:#}")))?;
     let instance_pre =
         crate::wasi::prepare(&module).map_err(|e| LoadError::Rejected(alloc::format!("{e:#}")))?;
+    let killable = keel_wasm_platform::KillableCode::register(
+        artifact,
+        module.text(),
+        module.functions().map(|f| (f.offset, f.len)),
+    )
+    .map_err(|why| LoadError::Rejected(alloc::format!("its code cannot be stopped: {why}")))?;
     Ok(Program {
         name: name.to_string(),
         module,
+        _killable: alloc::sync::Arc::new(killable),
         instance_pre,
     })
 }

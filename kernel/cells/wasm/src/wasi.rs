@@ -14,8 +14,8 @@ use keel_vfs::{FdTable, Vfs};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use wasmtime::{
-    Caller, Engine, Extern, InstancePre, IntoFunc, Linker, Memory, Module, ResourceLimiter, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline, Val, WasmBacktrace,
+    CallHook, Caller, Engine, Extern, InstancePre, IntoFunc, Linker, Memory, Module,
+    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, Val, WasmBacktrace,
 };
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -311,7 +311,7 @@ fn poll_oneoff(mut c: Caller<'_, Ctx>, subs: i32, events: i32, count: i32, neven
             return if ok { errno::SUCCESS } else { errno::FAULT };
         }
         if keel_task::kill_requested() {
-            // The epoch callback ends the program at its next check.
+            // The program stops as this call returns (the store's call hook).
             return if write_u32(&mut c, nevents as u32, 0) {
                 errno::SUCCESS
             } else {
@@ -634,12 +634,13 @@ pub fn run(
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|ctx| &mut ctx.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_ctx| {
-        if keel_task::kill_requested() {
-            Ok(UpdateDeadline::Interrupt)
+    // A killed program stops when it next returns from a host call; in its own code, the
+    // timer tick stops it (keel_wasm_platform::kill).
+    store.call_hook(|_, hook| {
+        if matches!(hook, CallHook::ReturningFromHost) && keel_task::kill_requested() {
+            Err(Trap::Interrupt.into())
         } else {
-            Ok(UpdateDeadline::Continue(1))
+            Ok(())
         }
     });
     let instance = program
@@ -654,9 +655,8 @@ pub fn run(
         Err(error) => {
             if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
                 ExitStatus::Exited(*code)
-            } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-                && keel_task::kill_requested()
-            {
+            } else if error.downcast_ref::<Trap>().is_some() && keel_task::kill_requested() {
+                // A kill stops Wasm code with a trap (keel_wasm_platform::kill).
                 ExitStatus::Killed
             } else {
                 let trap = match error.downcast_ref::<Trap>() {
