@@ -846,6 +846,27 @@ fn a_nic_driver_that_dies_is_contained_and_restarts() {
             "the other drivers are untouched: {others:?}"
         );
 
+        // A driver that never returns from a call: it spins in its own code until killed.
+        let out = vm.command("drivers restart e1000 hang-after-frames=40")?;
+        ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
+        wait_for_lease(vm)?;
+        vm.command_with_timeout("ping 10.0.2.2 30", Duration::from_secs(90))?;
+        let log = vm.command_until("drivers -v", |o| o.contains("hanging"))?;
+        let row = e1000_row(vm, " running ")?;
+        let task: u64 = row
+            .split_whitespace()
+            .nth(3)
+            .context("no task column")?
+            .parse()
+            .context("task id")?;
+        let out = vm.command(&format!("kill {task}"))?;
+        ensure!(
+            out.contains(&format!("killed task {task}")),
+            "kill of a hung driver: {out:?} (log: {log:?})"
+        );
+        let killed = e1000_row(vm, " failed ")?;
+        ensure!(killed.contains("killed"), "why it stopped: {killed:?}");
+
         let out = vm.command("drivers restart e1000")?;
         ensure!(out.contains("1 instance(s) restarted"), "restart: {out:?}");
         e1000_row(vm, " running ")?;

@@ -346,22 +346,34 @@ struct Nic {
     rx_discarding: bool,
     link: Link,
     statistics: Statistics,
-    /// Fault injection (`fault-after-frames=N`): the driver traps once it has moved N frames, so
-    /// that hosts can test how they contain a driver that fails mid-traffic.
-    fault_after_frames: Option<u64>,
+    /// Fault injection, so that hosts can test how they contain a driver that fails
+    /// mid-traffic: once it has moved N frames it traps (`fault-after-frames=N`) or never
+    /// returns again (`hang-after-frames=N`).
+    fault_injection: Option<(FaultKind, u64)>,
     _device: Device,
 }
 
+/// How an injected fault shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FaultKind {
+    Trap,
+    Hang,
+}
+
 /// The instance's parameters; unknown keys and bad values are refused.
-fn fault_after_frames() -> Result<Option<u64>, ErrorCode> {
+fn fault_injection() -> Result<Option<(FaultKind, u64)>, ErrorCode> {
     let mut fault = None;
     for (key, value) in parameters() {
         match (key.as_str(), value.parse::<u64>()) {
-            ("fault-after-frames", Ok(frames)) => fault = Some(frames),
+            ("fault-after-frames", Ok(frames)) => fault = Some((FaultKind::Trap, frames)),
+            ("hang-after-frames", Ok(frames)) => fault = Some((FaultKind::Hang, frames)),
             _ => {
                 log(
                     LogLevel::Error,
-                    &format!("unknown parameter {key}={value} (known: fault-after-frames=N)"),
+                    &format!(
+                        "unknown parameter {key}={value} (known: fault-after-frames=N, \
+                         hang-after-frames=N)"
+                    ),
                 );
                 return Err(ErrorCode::Unsupported);
             }
@@ -372,7 +384,7 @@ fn fault_after_frames() -> Result<Option<u64>, ErrorCode> {
 
 impl Nic {
     fn start(device: Device) -> Result<(Nic, [u8; 6]), ErrorCode> {
-        let fault_after_frames = fault_after_frames()?;
+        let fault_injection = fault_injection()?;
         let registers = device.map_bar(0)?;
         if registers.size() < BAR0_SIZE {
             return Err(ErrorCode::NoSuchResource);
@@ -436,7 +448,7 @@ impl Nic {
             rx_discarding: false,
             link,
             statistics: Statistics::default(),
-            fault_after_frames,
+            fault_injection,
             _device: device,
         };
         log(
@@ -529,24 +541,33 @@ impl Nic {
         Ok(count)
     }
 
-    /// Traps (a Rust panic is a Wasm `unreachable`) once the injected fault is due.
+    /// Traps (a Rust panic is a Wasm `unreachable`) or spins forever once the injected fault
+    /// is due.
     fn check_fault_injection(&self) {
         let moved = self.statistics.rx_packets + self.statistics.tx_packets;
-        if let Some(limit) = self.fault_after_frames
-            && moved >= limit
-        {
-            panic!("fault injection: {moved} frames moved (fault-after-frames={limit})");
+        match self.fault_injection {
+            Some((FaultKind::Trap, limit)) if moved >= limit => {
+                panic!("fault injection: {moved} frames moved (fault-after-frames={limit})");
+            }
+            Some((FaultKind::Hang, limit)) if moved >= limit => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "fault injection: {moved} frames moved, hanging (hang-after-frames={limit})"
+                    ),
+                );
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            _ => {}
         }
     }
 
     fn receive(&mut self, max: u32) -> Vec<RxFrame> {
         self.check_fault_injection();
-        let words = self.rx.done_words(
-            max as usize,
-            RX_STATUS_SHIFT,
-            RX_STA_DD,
-            "receive status",
-        );
+        let words = self
+            .rx
+            .done_words(max as usize, RX_STATUS_SHIFT, RX_STA_DD, "receive status");
         let mut frames = Vec::new();
         let mut recycled = Vec::new();
         for word in words {
