@@ -239,10 +239,11 @@ fn component(
     if let Some(loaded) = IMAGES.lock()[index].component.clone() {
         return Some((image, loaded));
     }
-    // Deserializing takes a while: not under the lock.
+    // Deserializing takes a while: not under the lock. Should another load have finished
+    // meanwhile, its result is kept (its code is the one registered as stoppable).
     let loaded = load_component(engine, &image.artifact);
-    IMAGES.lock()[index].component = Some(loaded.clone());
-    Some((image, loaded))
+    let kept = IMAGES.lock()[index].component.get_or_insert(loaded).clone();
+    Some((image, kept))
 }
 
 /// Binds every function that a boot-bound driver matches (the first matching driver wins) and
@@ -346,9 +347,14 @@ fn start_instance(
                 record: Some(record_index),
                 parameters,
             };
-            let state = instance
-                .run(function, scenario, interrupts, log)
-                .unwrap_or_else(DriverState::Failed);
+            let state = match instance.run(function, scenario, interrupts, log) {
+                // However far it got (init, a first call), a kill ends it as a kill.
+                Err(_) | Ok(DriverState::Failed(_)) if keel_task::kill_requested() => {
+                    DriverState::Failed(String::from("killed"))
+                }
+                Ok(state) => state,
+                Err(why) => DriverState::Failed(why),
+            };
             set_state(record_index, state);
         });
     match spawned {
@@ -448,6 +454,19 @@ pub fn run_manual(name: &str, function: &PciFunction, scenario: &str) -> Result<
     }
 }
 
+/// A store's call hook for drivers: a trap on the way back from a host call once the task is to
+/// be killed (the loops and the manager then report the kill).
+pub(crate) fn stop_if_killed(
+    watch: &keel_task::KillWatch,
+    hook: wasmtime::CallHook,
+) -> wasmtime::Result<()> {
+    if matches!(hook, wasmtime::CallHook::ReturningFromHost) && watch.requested() {
+        Err(wasmtime::Trap::Interrupt.into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A deserialized driver and the registration that lets a kill stop it inside its code.
 #[derive(Clone)]
 struct LoadedComponent {
@@ -509,6 +528,10 @@ impl Instance<'_> {
             .with_name(name)
             .with_parameters(self.parameters.clone());
         let mut store = Store::new(engine, host);
+        // A driver whose task is to be killed stops when it next returns from a host call (a
+        // wait, a sleep); in its own code the timer tick stops it (keel_wasm_platform::kill).
+        let watch = keel_task::kill_watch();
+        store.call_hook(move |_, hook| stop_if_killed(&watch, hook));
         let mut linker = Linker::new(engine);
         wasi_dd::add_to_linker(&mut linker, |host| host).map_err(|e| format!("{e:#}"))?;
         match image.manifest.world {

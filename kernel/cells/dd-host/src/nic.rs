@@ -93,6 +93,8 @@ pub(crate) fn serve(
 ) -> Result<String, String> {
     *NIC_INTERRUPT.lock() = Some(interrupts.clone());
     let mut entered = 0;
+    let watch = keel_task::kill_watch();
+    // Replaces the manager's hook: the same kill check, and the time spent in host calls.
     store.call_hook(move |_, hook| {
         match hook {
             wasmtime::CallHook::CallingHost => entered = keel_time::now_ns(),
@@ -102,7 +104,7 @@ pub(crate) fn serve(
             }
             _ => {}
         }
-        Ok(())
+        crate::manager::stop_if_killed(&watch, hook)
     });
     let nic = driver.wasi_dd_dd_nic();
     let mac = wasi_dd::init_nic(store, driver)?;

@@ -18,9 +18,9 @@ pub use channel::{Receiver, RecvError, SendError, Sender, channel};
 pub use keel_unwind::Failure;
 pub use mutex::{Mutex, MutexGuard};
 pub use scheduler::{
-    Builder, GuestFaultFilter, JoinHandle, KillError, TICK_HZ, TaskId, TaskInfo, TaskState,
-    current_id, idle_loop, init, kill, kill_requested, report_memory_use, request_kill,
-    set_guest_fault_filter, set_guest_kill_stop, sleep, spawn, task_list, ticks, tls_get, tls_set,
-    yield_now,
+    Builder, GuestFaultFilter, JoinHandle, KillError, KillWatch, TICK_HZ, TaskId, TaskInfo,
+    TaskState, current_id, idle_loop, init, kill, kill_requested, kill_watch, report_memory_use,
+    request_kill, set_guest_fault_filter, set_guest_kill_stop, sleep, spawn, task_list, ticks,
+    tls_get, tls_set, yield_now,
 };
 pub use wait::{EventCount, WaitQueue};

@@ -698,6 +698,22 @@ pub fn kill_requested() -> bool {
         .is_some_and(|t| t.kill_requested.load(Ordering::Acquire))
 }
 
+/// The current task's kill request, to look at without the scheduler's lock: for hooks that
+/// run on every call (a guest runtime's host calls).
+#[derive(Clone)]
+pub struct KillWatch(Arc<Task>);
+
+impl KillWatch {
+    pub fn requested(&self) -> bool {
+        self.0.kill_requested.load(Ordering::Acquire)
+    }
+}
+
+/// A [`KillWatch`] on the current task.
+pub fn kill_watch() -> KillWatch {
+    KillWatch(current_task())
+}
+
 /// Records how much memory the current task holds beyond its stack (shown by `ps`).
 pub fn report_memory_use(bytes: u64) {
     if let Some(t) = SCHEDULER.lock().current.as_ref() {

@@ -14,6 +14,9 @@
 //! `.wasmtime.traps` section; the trap reported is that site's (the host reports a kill, not
 //! the trap). Only function bodies count as interruptible: in Wasmtime's trampolines the
 //! store's entry state may not be complete yet.
+//!
+//! The kill request stays set until the task ends: a task must not run the same guest again
+//! after it was stopped this way (programs and drivers end).
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -86,8 +89,9 @@ pub fn trap_site_for(pc: usize) -> Option<usize> {
     })
 }
 
-/// The text offset of the first trap Wasmtime recorded in an artifact (every compiled function
-/// has one: its stack-overflow check).
+/// The text offset of the first trap Wasmtime recorded in an artifact. Nearly every compiled
+/// function has one (its stack-overflow check; only frameless leaf functions skip it): code
+/// with none at all is refused, as the kill could not stop it.
 fn first_trap_site(artifact: &[u8]) -> Result<usize, &'static str> {
     use object::{Object, ObjectSection};
     let file = object::File::parse(artifact).map_err(|_| "not an ELF artifact")?;

@@ -659,21 +659,25 @@ pub fn run(
     // A killed program is stopped in its own code by the timer tick
     // (keel_wasm_platform::kill); host calls that would block return at once instead. (A call
     // hook that trapped on the way back from every host call cost about 0.4 µs per call.)
-    let instance = program
-        .instance_pre
-        .instantiate(&mut store)
-        .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    let instance = match program.instance_pre.instantiate(&mut store) {
+        Ok(instance) => instance,
+        Err(_) if keel_task::kill_requested() => return Ok(ExitStatus::Killed),
+        Err(e) => return Err(RunError::Instantiate(format!("{e:#}"))),
+    };
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|_| RunError::NoStart)?;
-    Ok(match start.call(&mut store, ()) {
+    let outcome = start.call(&mut store, ());
+    // However the program ended (a trap in its code where the tick stopped it, a host call
+    // that returned early, an exit), it ended because it was killed.
+    if keel_task::kill_requested() {
+        return Ok(ExitStatus::Killed);
+    }
+    Ok(match outcome {
         Ok(()) => ExitStatus::Exited(0),
         Err(error) => {
             if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
                 ExitStatus::Exited(*code)
-            } else if error.downcast_ref::<Trap>().is_some() && keel_task::kill_requested() {
-                // A kill stops Wasm code with a trap (keel_wasm_platform::kill).
-                ExitStatus::Killed
             } else {
                 let trap = match error.downcast_ref::<Trap>() {
                     Some(trap) => trap.to_string(),
