@@ -414,13 +414,14 @@ impl IrqState {
     }
 
     /// The INTx of a function bound to `uio_pci_generic`, from its `/dev/uioN` opened
-    /// non-blocking and its sysfs `config` file.
-    pub(crate) fn uio(file: File, config: File) -> IrqState {
+    /// non-blocking and its sysfs `config` file;
+    /// `seen` is the device's interrupt count when the file was opened (its sysfs `event`).
+    pub(crate) fn uio(file: File, config: File, seen: u64) -> IrqState {
         let state = IrqState::new(
             IrqSource::Uio {
                 file,
                 config,
-                seen: AtomicU64::new(0),
+                seen: AtomicU64::new(seen),
             },
             true,
         );

@@ -98,6 +98,7 @@ impl Mapping {
             libc::MAP_SHARED
                 | libc::MAP_ANONYMOUS
                 | libc::MAP_HUGETLB
+                | libc::MAP_HUGE_2MB
                 | libc::MAP_POPULATE
                 | libc::MAP_LOCKED,
         )

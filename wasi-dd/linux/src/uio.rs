@@ -8,7 +8,7 @@
 //! | configuration space | pread/pwrite of the function's sysfs `config` file |
 //! | a memory BAR | mmap of its sysfs `resourceN` file |
 //! | I/O ports | pread/pwrite of the I/O BAR's `resourceN` file at the port's offset |
-//! | DMA memory | 2 MiB huge pages, locked; a buffer is carved from one, and its device address is its physical address (`/proc/self/pagemap`) |
+//! | DMA memory | 2 MiB huge pages below 4 GiB, locked; a buffer is carved from one, and its device address is its physical address (`/proc/self/pagemap`). Like DPDK's, they are assumed not to move (the kernel migrates huge pages only to offline memory or to make contiguous room) |
 //! | the interrupt | INTx through `uio_pci_generic`'s `/dev/uioN` (no MSI): it masks INTx on delivery (the command register's INTx-disable bit), acknowledge clears the bit through `config` |
 
 use std::fs::{File, OpenOptions};
@@ -251,38 +251,55 @@ impl HugePagePool {
     }
 }
 
-/// Maps a huge page (asking the kernel for one more if none is free) below [`DMA_LIMIT`].
+/// Huge pages tried for one below [`DMA_LIMIT`] before giving up.
+const HUGE_PAGE_TRIES: usize = 8;
+
+/// Maps a huge page below [`DMA_LIMIT`] (asking the kernel for more if none is free). Pages that
+/// lie above it are held until one fits, so that the kernel does not hand the same ones back,
+/// then given back.
 fn new_huge_page() -> Result<HugePage, String> {
-    let memory = match Mapping::huge(HUGE_PAGE as usize) {
-        Ok(memory) => memory,
-        Err(_) => {
-            reserve_one_more_huge_page()?;
-            Mapping::huge(HUGE_PAGE as usize).map_err(|e| {
-                format!(
-                    "no free 2 MiB huge page for DMA ({e}); reserve some: \
-                     echo 16 > /proc/sys/vm/nr_hugepages"
-                )
-            })?
+    let mut refused = Vec::new();
+    for _ in 0..HUGE_PAGE_TRIES {
+        let memory = match Mapping::huge(HUGE_PAGE as usize) {
+            Ok(memory) => memory,
+            Err(_) => {
+                reserve_one_more_huge_page()?;
+                Mapping::huge(HUGE_PAGE as usize).map_err(|e| {
+                    format!(
+                        "no free 2 MiB huge page for DMA ({e}); reserve some: echo 16 > \
+                         {NR_HUGE_PAGES}"
+                    )
+                })?
+            }
+        };
+        let physical = physical_address(memory.address())?;
+        if physical % HUGE_PAGE != 0 {
+            return Err(format!(
+                "the huge page at physical {physical:#x} is not 2 MiB aligned"
+            ));
         }
-    };
-    let physical = physical_address(memory.address())?;
-    if physical % HUGE_PAGE != 0 || physical + HUGE_PAGE > DMA_LIMIT {
-        return Err(format!(
-            "the huge page at physical {physical:#x} is not usable for DMA (above 4 GiB)"
-        ));
+        if physical + HUGE_PAGE <= DMA_LIMIT {
+            return Ok(HugePage { memory, physical });
+        }
+        refused.push(memory);
     }
-    Ok(HugePage { memory, physical })
+    Err(format!(
+        "{HUGE_PAGE_TRIES} huge pages all lie above 4 GiB, out of reach of 32-bit DMA; reserve \
+         them early (hugepages=N on the kernel command line) so that they come from low memory"
+    ))
 }
 
-/// Raises `vm.nr_hugepages` by one (root may).
+/// The reservation of 2 MiB huge pages.
+const NR_HUGE_PAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// Raises the reservation of 2 MiB huge pages by one (root may).
 fn reserve_one_more_huge_page() -> Result<(), String> {
-    let path = "/proc/sys/vm/nr_hugepages";
-    let now: u64 = std::fs::read_to_string(path)
+    let now: u64 = std::fs::read_to_string(NR_HUGE_PAGES)
         .ok()
         .and_then(|t| t.trim().parse().ok())
-        .ok_or_else(|| format!("cannot read {path}"))?;
-    std::fs::write(path, format!("{}", now + 1))
-        .map_err(|e| format!("reserving a huge page for DMA ({path}): {e}"))
+        .ok_or_else(|| format!("cannot read {NR_HUGE_PAGES} (no 2 MiB huge pages here)"))?;
+    std::fs::write(NR_HUGE_PAGES, format!("{}", now + 1))
+        .map_err(|e| format!("reserving a huge page for DMA ({NR_HUGE_PAGES}): {e}"))
 }
 
 /// The physical address of the page at `virtual_address` from `/proc/self/pagemap`: a 64-bit
@@ -468,7 +485,16 @@ impl Platform for UioPlatform {
             .config
             .try_clone()
             .map_err(|_| PlatformError::OutOfMemory)?;
-        let state = Arc::new(IrqState::uio(file, config));
+        // The device's count so far: a read of the file gives the total, and only once it
+        // differs from the count at open.
+        let seen = self
+            .uio
+            .file_name()
+            .map(|name| Path::new("/sys/class/uio").join(name).join("event"))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let state = Arc::new(IrqState::uio(file, config, seen));
         if let Ok(mut slot) = self.interrupt.lock() {
             *slot = Some(Arc::clone(&state));
         }
