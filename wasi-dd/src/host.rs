@@ -12,6 +12,7 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
 use crate::bindings::host::DriverHost as DriverHostWorld;
 use crate::bindings::host::wasi_dd::dd::{dma, irq, mmio, pci, platform, ports, types};
+use crate::config_space::{COMMAND, COMMAND_INTX_DISABLE};
 use crate::platform::{DmaMemory, InterruptLine, LogLevel, MmioWindow, Platform, PlatformError};
 use crate::registers::{
     Registers, access, check_access, check_span, check_value, run_batch, run_packed_batch,
@@ -43,8 +44,7 @@ impl Default for Limits {
 /// The largest DMA alignment hosts must support.
 pub const MAX_DMA_ALIGN: u64 = 4096;
 
-/// Configuration-space offsets of the header fields the host uses.
-const COMMAND: u16 = 0x04;
+/// Configuration-space offsets of the header fields the host uses (and `COMMAND`).
 const STATUS: u16 = 0x06;
 const CAPABILITIES_POINTER: u16 = 0x34;
 /// The type-0 header: registers below this offset are the host's.
@@ -52,7 +52,6 @@ const HEADER_END: u64 = 0x40;
 const COMMAND_IO_SPACE: u32 = 1 << 0;
 const COMMAND_MEMORY_SPACE: u32 = 1 << 1;
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
-const COMMAND_INTX_DISABLE: u32 = 1 << 10;
 const STATUS_CAPABILITIES: u32 = 1 << 4;
 const CAPABILITY_MSI: u32 = 0x05;
 const CAPABILITY_MSI_X: u32 = 0x11;

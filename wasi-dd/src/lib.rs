@@ -27,6 +27,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod bindings;
+
+/// The command register and the bit hosts toggle themselves (a platform that unmasks INTx
+/// through configuration space, as Linux's UIO does, uses them too).
+pub mod config_space {
+    pub const COMMAND: u16 = 0x04;
+    pub const COMMAND_INTX_DISABLE: u32 = 1 << 10;
+}
 mod host;
 pub mod platform;
 mod registers;

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wasi_dd::config_space;
 use wasi_dd::platform::{DmaMemory, InterruptLine, LogLevel, MmioWindow, Platform, PlatformError};
 use wasi_dd::types::{Access, Bar, BarKind, DeviceId, PciAddress, PciFunction};
 
@@ -39,10 +40,6 @@ pub fn bar_key(index: u8, kind: BarKind) -> u64 {
         BarKind::Memory32 | BarKind::Memory64 => (u64::from(index) + 1) << 40,
     }
 }
-
-/// The command register, and its bit that keeps the function from asserting INTx.
-const COMMAND: u64 = 0x04;
-const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 
 /// Largest I/O BAR this platform names (see [`bar_key`]).
 const MAX_IO_BAR: u64 = 1 << 12;
@@ -96,6 +93,39 @@ fn region_write(device: &Device, region: &RegionInfo, offset: u64, access: Acces
     }
 }
 
+/// The function's identity from its configuration space (`read` gives a register, `None` if
+/// it cannot), and its header type (0 for a device, 1 for a bridge).
+pub(crate) fn read_identity(
+    read: impl Fn(u64, Access) -> Option<u32>,
+) -> Result<(DeviceId, u32), String> {
+    let vendor = read(0x00, Access::W16).ok_or("cannot read configuration space")?;
+    if vendor == 0xffff {
+        return Err(String::from(
+            "the function answers configuration reads with all ones (gone, or powered off)",
+        ));
+    }
+    let header = read(0x0e, Access::W8).unwrap_or(0) & 0x7f;
+    let (subsystem_vendor, subsystem) = if header == 0 {
+        (
+            read(0x2c, Access::W16).unwrap_or(0),
+            read(0x2e, Access::W16).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    let id = DeviceId {
+        vendor: vendor as u16,
+        device: read(0x02, Access::W16).unwrap_or(0) as u16,
+        subsystem_vendor: subsystem_vendor as u16,
+        subsystem: subsystem as u16,
+        class: read(0x0b, Access::W8).unwrap_or(0) as u8,
+        subclass: read(0x0a, Access::W8).unwrap_or(0) as u8,
+        prog_if: read(0x09, Access::W8).unwrap_or(0) as u8,
+        revision: read(0x08, Access::W8).unwrap_or(0) as u8,
+    };
+    Ok((id, header))
+}
+
 impl VfioPlatform {
     /// The platform over an opened device: reads its identity and sizes its BARs from VFIO's
     /// regions (a 64-bit BAR's upper half is a region of size 0 and is skipped).
@@ -110,31 +140,7 @@ impl VfioPlatform {
             .region(uapi::PCI_CONFIG_REGION_INDEX)
             .map_err(|e| format!("VFIO_DEVICE_GET_REGION_INFO (configuration space): {e}"))?;
         let read = |offset: u64, access: Access| region_read(device, &config, offset, access);
-        let vendor = read(0x00, Access::W16).ok_or("cannot read configuration space")?;
-        if vendor == 0xffff {
-            return Err(String::from(
-                "the function answers configuration reads with all ones (gone, or powered off)",
-            ));
-        }
-        let header = read(0x0e, Access::W8).unwrap_or(0) & 0x7f;
-        let (subsystem_vendor, subsystem) = if header == 0 {
-            (
-                read(0x2c, Access::W16).unwrap_or(0),
-                read(0x2e, Access::W16).unwrap_or(0),
-            )
-        } else {
-            (0, 0)
-        };
-        let id = DeviceId {
-            vendor: vendor as u16,
-            device: read(0x02, Access::W16).unwrap_or(0) as u16,
-            subsystem_vendor: subsystem_vendor as u16,
-            subsystem: subsystem as u16,
-            class: read(0x0b, Access::W8).unwrap_or(0) as u8,
-            subclass: read(0x0a, Access::W8).unwrap_or(0) as u8,
-            prog_if: read(0x09, Access::W8).unwrap_or(0) as u8,
-            revision: read(0x08, Access::W8).unwrap_or(0) as u8,
-        };
+        let (id, header) = read_identity(read)?;
         let mut bars = Vec::new();
         let bar_count = if header == 0 { 6 } else { 2 };
         for index in 0..bar_count.min(vfio.info.regions) {
@@ -515,15 +521,17 @@ impl IrqState {
             }
             IrqSource::Uio { config, .. } => {
                 let mut command = [0u8; 2];
-                if config.read_exact_at(&mut command, COMMAND).is_ok() {
+                let at = u64::from(config_space::COMMAND);
+                let intx_disable = config_space::COMMAND_INTX_DISABLE as u16;
+                if config.read_exact_at(&mut command, at).is_ok() {
                     let old = u16::from_le_bytes(command);
                     let new = if enabled {
-                        old & !COMMAND_INTX_DISABLE
+                        old & !intx_disable
                     } else {
-                        old | COMMAND_INTX_DISABLE
+                        old | intx_disable
                     };
                     if new != old {
-                        let _ = config.write_all_at(&new.to_le_bytes(), COMMAND);
+                        let _ = config.write_all_at(&new.to_le_bytes(), at);
                     }
                 }
             }

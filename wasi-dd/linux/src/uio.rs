@@ -18,11 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wasi_dd::platform::{DmaMemory, LogLevel, MmioWindow, Platform, PlatformError};
-use wasi_dd::types::{Access, Bar, BarKind, DeviceId, PciAddress, PciFunction};
+use wasi_dd::types::{Access, Bar, BarKind, PciAddress, PciFunction};
 
 use crate::iova::IovaAllocator;
 use crate::pci::{self, SysfsFunction, SysfsResource};
-use crate::platform::{IrqState, LinuxInterrupt, LinuxPlatform, bar_key, log_line, sleep};
+use crate::platform::{
+    IrqState, LinuxInterrupt, LinuxPlatform, bar_key, log_line, read_identity, sleep,
+};
 use crate::sys::{self, Mapping};
 
 /// What the runner prints before driving a function this way.
@@ -96,32 +98,7 @@ impl UioPlatform {
             .metadata()
             .map(|m| m.len().min(4096) as u16)
             .map_err(|e| format!("{name}: config: {e}"))?;
-        let read = |offset: u64, access: Access| read_width(&config, offset, access);
-        let vendor = read(0x00, Access::W16).ok_or("cannot read configuration space")?;
-        if vendor == 0xffff {
-            return Err(String::from(
-                "the function answers configuration reads with all ones (gone, or powered off)",
-            ));
-        }
-        let header = read(0x0e, Access::W8).unwrap_or(0) & 0x7f;
-        let (subsystem_vendor, subsystem) = if header == 0 {
-            (
-                read(0x2c, Access::W16).unwrap_or(0),
-                read(0x2e, Access::W16).unwrap_or(0),
-            )
-        } else {
-            (0, 0)
-        };
-        let id = DeviceId {
-            vendor: vendor as u16,
-            device: read(0x02, Access::W16).unwrap_or(0) as u16,
-            subsystem_vendor: subsystem_vendor as u16,
-            subsystem: subsystem as u16,
-            class: read(0x0b, Access::W8).unwrap_or(0) as u8,
-            subclass: read(0x0a, Access::W8).unwrap_or(0) as u8,
-            prog_if: read(0x09, Access::W8).unwrap_or(0) as u8,
-            revision: read(0x08, Access::W8).unwrap_or(0) as u8,
-        };
+        let (id, _) = read_identity(|offset, access| read_width(&config, offset, access))?;
         let resources = std::fs::read_to_string(path.join("resource"))
             .map_err(|e| format!("{name}: resource: {e}"))?;
         let mut bars = Vec::new();
