@@ -1,6 +1,6 @@
 //! What every host does first with a NIC or block driver, whatever it then serves it to: call
-//! `init` with a fresh device handle and turn any failure into one line for its log (Keel's
-//! `kernel/cells/dd-host`, Linux's `wasi-dd/linux`).
+//! `init` with a fresh device handle (and fill a NIC's receive ring) and turn any failure into
+//! one line for its log (Keel's `kernel/cells/dd-host`, Linux's `wasi-dd/linux`).
 
 use alloc::format;
 use alloc::string::String;
@@ -29,6 +29,35 @@ pub fn init_nic<P: Platform>(
         .map_err(|code| format!("init: {}", code.name()))?;
     mac.try_into()
         .map_err(|m: Vec<u8>| format!("init returned a {}-byte MAC address", m.len()))
+}
+
+/// Receive buffers a host offers a NIC driver's ring: what a ring of 256 descriptors holds (the
+/// size Linux's e1000 driver uses). A driver with a smaller ring takes fewer (`supply-rx` says
+/// how many) and the rest are freed.
+pub const RX_BUFFERS: usize = 255;
+/// Size of every frame buffer: a full Ethernet frame (and a VLAN tag) fits.
+pub const FRAME_BUFFER: u64 = 2048;
+
+/// Fills a NIC driver's receive ring with [`RX_BUFFERS`] fresh frame buffers; returns how many
+/// it took.
+pub fn fill_rx_ring<P: Platform>(
+    store: &mut Store<DriverHost<P>>,
+    driver: &NicDriver,
+) -> Result<u32, String> {
+    let mut buffers = Vec::with_capacity(RX_BUFFERS);
+    for _ in 0..RX_BUFFERS {
+        buffers.push(
+            store
+                .data_mut()
+                .allocate_buffer(FRAME_BUFFER)
+                .map_err(|code| format!("receive buffers: {}", code.name()))?,
+        );
+    }
+    driver
+        .wasi_dd_dd_nic()
+        .call_supply_rx(&mut *store, &buffers)
+        .map_err(|e| call_error("supply-rx", e))?
+        .map_err(|code| format!("supply-rx: {}", code.name()))
 }
 
 /// Initializes a block driver on the instance's device; the disks it found.

@@ -12,18 +12,12 @@ use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::nic_driver::exports::wasi_dd::dd::nic::{LinkStatus, TxFrame};
 use wasi_dd::call_error;
 use wasi_dd::platform::Platform;
-use wasi_dd::{DriverHost, NicDriver};
+use wasi_dd::{DriverHost, FRAME_BUFFER, NicDriver};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use crate::sys::{self, Interest, Tap};
 
-/// Receive buffers offered to the driver's ring: what a ring of 256 descriptors holds (the
-/// size Linux's e1000 driver uses). A driver with a smaller ring takes fewer (`supply-rx` says
-/// how many) and the rest are freed.
-pub const RX_BUFFERS: usize = 255;
-/// Size of every frame buffer: a full Ethernet frame (and a VLAN tag) fits.
-pub const FRAME_BUFFER: u64 = 2048;
 /// Frames taken from the driver per `receive` call.
 const RECEIVE_BATCH: u32 = 64;
 /// Frames read from Linux and offered to the driver per round.
@@ -125,20 +119,8 @@ impl NicLoop {
         store: &mut Store<DriverHost<P>>,
         driver: &NicDriver,
     ) -> Result<(NicLoop, [u8; 6]), String> {
-        let nic = driver.wasi_dd_dd_nic();
         let mac = wasi_dd::init_nic(store, driver)?;
-        let mut buffers = Vec::with_capacity(RX_BUFFERS);
-        for _ in 0..RX_BUFFERS {
-            buffers.push(
-                store
-                    .data_mut()
-                    .allocate_buffer(FRAME_BUFFER)
-                    .map_err(|code| format!("receive buffers: {}", code.name()))?,
-            );
-        }
-        nic.call_supply_rx(&mut *store, &buffers)
-            .map_err(|e| call_error("supply-rx", e))?
-            .map_err(|code| format!("supply-rx: {}", code.name()))?;
+        wasi_dd::fill_rx_ring(store, driver)?;
         let state = NicLoop {
             tx_pool: Vec::new(),
             queued: VecDeque::new(),

@@ -20,9 +20,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use wasi_dd::Limits;
+use wasi_dd::RX_BUFFERS;
 use wasi_dd_linux::block::{self, BlockServer};
 use wasi_dd_linux::nbd::{self, Command, errno};
-use wasi_dd_linux::nic::{FramePort, NicLoop, RX_BUFFERS, TX_BATCH};
+use wasi_dd_linux::nic::{FramePort, NicLoop, TX_BATCH};
 use wasi_dd_linux::world::{self, World};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};

@@ -12,10 +12,10 @@ use keel_net::Stack;
 use keel_sync::IrqSafeMutex;
 use keel_task::{EventCount, Mutex};
 use wasi_dd::DriverHost;
-use wasi_dd::NicDriver;
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::nic_driver::exports::wasi_dd::dd::nic::TxFrame;
 use wasi_dd::call_error;
+use wasi_dd::{FRAME_BUFFER, NicDriver};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -75,12 +75,6 @@ fn timed<R>(total: &mut u64, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Receive buffers offered to the driver's ring: what a ring of 256 descriptors holds (the
-/// size Linux's e1000 driver uses). A driver with a smaller ring takes fewer (`supply-rx` says
-/// how many) and the rest are freed.
-const RX_BUFFERS: usize = 255;
-/// Size of every frame buffer: a full Ethernet frame fits.
-const FRAME_BUFFER: u64 = 2048;
 /// Longest the loop sleeps when nothing happens, so timers and sockets are served.
 const IDLE_NS: u64 = 10_000_000;
 
@@ -106,7 +100,6 @@ pub(crate) fn serve(
         }
         crate::manager::stop_if_killed(&watch, hook)
     });
-    let nic = driver.wasi_dd_dd_nic();
     let mac = wasi_dd::init_nic(store, driver)?;
     {
         // A restarted driver serves the stack that is already there, so that programs' sockets
@@ -118,18 +111,7 @@ pub(crate) fn serve(
         }
     }
     running();
-    let mut spare: Vec<Resource<DmaBuffer>> = Vec::new();
-    for _ in 0..RX_BUFFERS {
-        spare.push(
-            store
-                .data_mut()
-                .allocate_buffer(FRAME_BUFFER)
-                .map_err(|code| format!("receive buffers: {}", code.name()))?,
-        );
-    }
-    nic.call_supply_rx(&mut *store, &spare)
-        .map_err(|e| call_error("supply-rx", e))?
-        .map_err(|code| format!("supply-rx: {}", code.name()))?;
+    wasi_dd::fill_rx_ring(store, driver)?;
     let mut tx_pool: Vec<Resource<DmaBuffer>> = Vec::new();
     // The first round reads the interrupt cause and the link state as if the interrupt fired.
     let mut fired = true;
