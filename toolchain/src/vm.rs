@@ -210,6 +210,26 @@ impl Vm {
         Ok(row_of(&output).unwrap_or_default())
     }
 
+    /// The task serving driver `name`, once `drivers` shows it running.
+    pub fn running_driver_task(&mut self, name: &str) -> Result<u64> {
+        let row = self.driver_row(name, " running ")?;
+        row.split_whitespace()
+            .nth(3)
+            .with_context(|| format!("no task column in {row:?}"))?
+            .parse()
+            .with_context(|| format!("task id in {row:?}"))
+    }
+
+    /// `kill TASK`, which must say that it killed the task; returns the shell's output.
+    pub fn kill_task(&mut self, task: u64) -> Result<String> {
+        let out = self.command(&format!("kill {task}"))?;
+        ensure!(
+            out.contains(&format!("killed task {task}")),
+            "kill {task}: {out:?}"
+        );
+        Ok(out)
+    }
+
     /// Starts `command` with piped stdio and begins collecting its output.
     pub fn spawn(mut command: Command, max_runtime: Duration) -> Result<Self> {
         let mut child = command

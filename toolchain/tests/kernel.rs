@@ -788,23 +788,13 @@ fn wait_for_lease(vm: &mut Vm) -> Result<()> {
 fn a_nic_driver_that_dies_is_contained_and_restarts() {
     with_vm(|vm, _| {
         wait_for_lease(vm)?;
-        let row = e1000_row(vm, " running ")?;
-        let task: u64 = row
-            .split_whitespace()
-            .nth(3)
-            .context("no task column")?
-            .parse()
-            .context("task id")?;
+        let task = vm.running_driver_task("e1000")?;
         let running = vm.command("drivers restart e1000")?;
         ensure!(
             running.contains("no ended instance"),
             "a running driver must not be restarted: {running:?}"
         );
-        let out = vm.command(&format!("kill {task}"))?;
-        ensure!(
-            out.contains(&format!("killed task {task}")),
-            "kill: {out:?}"
-        );
+        vm.kill_task(task)?;
         e1000_row(vm, " failed ")?;
         let ifconfig = vm.command("ifconfig")?;
         ensure!(ifconfig.contains("link down"), "ifconfig: {ifconfig:?}");
@@ -852,18 +842,9 @@ fn a_nic_driver_that_dies_is_contained_and_restarts() {
         wait_for_lease(vm)?;
         vm.command_with_timeout("ping 10.0.2.2 30", Duration::from_secs(90))?;
         let log = vm.command_until("drivers -v", |o| o.contains("hanging"))?;
-        let row = e1000_row(vm, " running ")?;
-        let task: u64 = row
-            .split_whitespace()
-            .nth(3)
-            .context("no task column")?
-            .parse()
-            .context("task id")?;
-        let out = vm.command(&format!("kill {task}"))?;
-        ensure!(
-            out.contains(&format!("killed task {task}")),
-            "kill of a hung driver: {out:?} (log: {log:?})"
-        );
+        let task = vm.running_driver_task("e1000")?;
+        vm.kill_task(task)
+            .with_context(|| format!("the hung driver (log: {log:?})"))?;
         let killed = e1000_row(vm, " failed ")?;
         ensure!(killed.contains("killed"), "why it stopped: {killed:?}");
 

@@ -223,19 +223,14 @@ fn wget_fetches_a_host_file_and_the_host_reaches_the_guests_httpd() {
     let server = HostServer::start(vec![("/data.bin".into(), data.clone())]).unwrap();
     with_linux(None, |vm, _| {
         // Guest to host: busybox wget through the e1000 and QEMU's user network.
-        let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
-        run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
+        fetch_from_host(vm, &server)?;
         ensure!(
             server.served.load(Ordering::Relaxed) == 1,
             "no request served"
         );
         let size = run_ok(vm, "wc -c < /tmp/data.bin")?;
         ensure!(size.trim() == data.len().to_string(), "size {size:?}");
-        let sum = run_ok(vm, "sha256sum /tmp/data.bin")?;
-        ensure!(
-            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
-            "guest sha256 {sum:?}"
-        );
+        expect_sha256(vm, "/tmp/data.bin", &data)?;
 
         // Host to guest: busybox httpd on :80 through the forwarded port.
         run_ok(
@@ -292,11 +287,7 @@ fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
         run_ok(vm, "mount -t vfat /dev/sda1 /mnt")?;
         let hello = run_ok(vm, "cat /mnt/HELLO.TXT")?;
         ensure!(hello == "hello from the host\n", "{hello:?}");
-        let sum = run_ok(vm, "sha256sum /mnt/docs/data.bin")?;
-        ensure!(
-            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
-            "guest sha256 {sum:?}"
-        );
+        expect_sha256(vm, "/mnt/docs/data.bin", &data)?;
         run_ok(
             vm,
             "echo 'written by Linux' > /mnt/LINUX.TXT && umount /mnt",
@@ -311,6 +302,44 @@ fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
 
 // The WASI-dd runner (`wasi-dd-run`, built into the image) on the machine with an IOMMU: the
 // very driver components Keel's image carries, driving the devices under Linux through VFIO.
+
+/// Fails unless the guest's file at `path` has `data`'s sha256.
+fn expect_sha256(vm: &mut Vm, path: &str, data: &[u8]) -> Result<()> {
+    let sum = run_ok(vm, &format!("sha256sum {path}"))?;
+    ensure!(
+        sum.split_whitespace().next() == Some(sha256_hex(data).as_str()),
+        "guest sha256 of {path}: {sum:?}"
+    );
+    Ok(())
+}
+
+/// Downloads the host server's `/data.bin` to the guest's `/tmp/data.bin` with busybox wget.
+fn fetch_from_host(vm: &mut Vm, server: &HostServer) -> Result<()> {
+    let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
+    run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
+    Ok(())
+}
+
+/// Fails unless Linux has bound the function at `address` to `driver`.
+fn expect_bound_to(vm: &mut Vm, address: &str, driver: &str) -> Result<()> {
+    let bound = run_ok(
+        vm,
+        &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
+    )?;
+    ensure!(bound.trim() == driver, "{address} is bound to {bound:?}");
+    Ok(())
+}
+
+/// Checks what the runner said of the e1000 component it served on `address`: the MAC is the
+/// one QEMU gives the NIC (the driver read it from the device), and frames went through.
+fn expect_e1000_served(output: &str, address: &str) -> Result<()> {
+    ensure!(
+        output.contains(&format!("wdd0: e1000 on {address}, MAC 52:54:00:12:34:56")),
+        "{output}"
+    );
+    ensure!(output.contains("wdd0: received "), "{output}");
+    Ok(())
+}
 
 /// The sha256 of boot driver `name`'s component in Keel's ISO (`keel image`), read with xorriso.
 fn component_sha256_in_keels_image(name: &str) -> Result<String> {
@@ -364,31 +393,13 @@ fn keels_e1000_component_runs_under_linux_gets_an_address_and_fetches_a_host_fil
         // The runner takes the function from Linux's e1000 driver, opens the TAP interface,
         // and udhcpc configures it.
         vm.linux_wasm_nic_up("", &address)?;
-        let driver = run_ok(
-            vm,
-            &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
-        )?;
-        ensure!(
-            driver.trim() == "vfio-pci",
-            "{address} is bound to {driver:?}"
-        );
+        expect_bound_to(vm, &address, "vfio-pci")?;
         let inet = run_ok(vm, "ip -4 addr show dev wdd0")?;
         ensure!(inet.contains(&format!("inet {GUEST_ADDRESS}/24")), "{inet}");
 
-        let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
-        run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
-        let sum = run_ok(vm, "sha256sum /tmp/data.bin")?;
-        ensure!(
-            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
-            "guest sha256 {sum:?}"
-        );
-        let output = vm.linux_stop_runner("e1000")?;
-        // The MAC is the one QEMU gives the NIC: the driver read it from the device.
-        ensure!(
-            output.contains(&format!("wdd0: e1000 on {address}, MAC 52:54:00:12:34:56")),
-            "{output}"
-        );
-        ensure!(output.contains("wdd0: received "), "{output}");
+        fetch_from_host(vm, &server)?;
+        expect_sha256(vm, "/tmp/data.bin", &data)?;
+        expect_e1000_served(&vm.linux_stop_runner("e1000")?, &address)?;
         Ok(())
     });
 }
@@ -421,23 +432,12 @@ fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
             out.contains("nbd0p1")
         })
         .context("nbd0p1 never appeared")?;
-        let driver = run_ok(
-            vm,
-            &format!("basename $(readlink /sys/bus/pci/devices/{address}/driver)"),
-        )?;
-        ensure!(
-            driver.trim() == "vfio-pci",
-            "{address} is bound to {driver:?}"
-        );
+        expect_bound_to(vm, address, "vfio-pci")?;
 
         run_ok(vm, "mount -t vfat /dev/nbd0p1 /mnt")?;
         let hello = run_ok(vm, "cat /mnt/HELLO.TXT")?;
         ensure!(hello == "hello to the wasm driver\n", "{hello:?}");
-        let sum = run_ok(vm, "sha256sum /mnt/docs/data.bin")?;
-        ensure!(
-            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
-            "guest sha256 {sum:?}"
-        );
+        expect_sha256(vm, "/mnt/docs/data.bin", &data)?;
         run_ok(
             vm,
             "echo 'written through the wasm driver' > /mnt/WASM.TXT && cp /mnt/docs/data.bin /mnt/COPY.BIN \
@@ -533,14 +533,7 @@ fn without_an_iommu_the_runner_refuses_unless_unconfined_and_then_drives_the_dev
             honest.contains("DMA is not confined") && honest.contains("DMA 256 B round trip ok"),
             "{honest}"
         );
-        let driver = run_ok(
-            vm,
-            &format!("basename $(readlink /sys/bus/pci/devices/{edu}/driver)"),
-        )?;
-        ensure!(
-            driver.trim() == "uio_pci_generic",
-            "{edu} is bound to {driver:?}"
-        );
+        expect_bound_to(vm, &edu, "uio_pci_generic")?;
         // What an IOMMU prevents: the device reads a buffer the driver gave back.
         let hostile = run_ok_with_timeout(vm, &format!("{unconfined} scenario=dma-escape"), LONG)?;
         let report = hostile
@@ -556,18 +549,9 @@ fn without_an_iommu_the_runner_refuses_unless_unconfined_and_then_drives_the_dev
         // The e1000 component over UIO: its INTx, DMA in huge pages at physical addresses.
         let nic = vm.linux_pci_address(0x8086, 0x100e)?;
         vm.linux_wasm_nic_up("--unconfined", &nic)?;
-        let url = format!("http://{HOST_FROM_GUEST}:{}/data.bin", server.port);
-        run_ok_with_timeout(vm, &format!("wget -q -O /tmp/data.bin {url}"), LONG)?;
-        let sum = run_ok(vm, "sha256sum /tmp/data.bin")?;
-        ensure!(
-            sum.split_whitespace().next() == Some(sha256_hex(&data).as_str()),
-            "guest sha256 {sum:?}"
-        );
-        let output = vm.linux_stop_runner("e1000")?;
-        ensure!(
-            output.contains(&format!("wdd0: e1000 on {nic}, MAC 52:54:00:12:34:56")),
-            "{output}"
-        );
+        fetch_from_host(vm, &server)?;
+        expect_sha256(vm, "/tmp/data.bin", &data)?;
+        expect_e1000_served(&vm.linux_stop_runner("e1000")?, &nic)?;
         Ok(())
     });
 }

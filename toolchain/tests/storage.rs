@@ -344,18 +344,8 @@ fn a_block_driver_that_dies_is_contained_and_restarts() {
         ensure!(out.contains("] randio"), "randio did not start: {out:?}");
         let df = vm.command("df")?;
         ensure!(df.contains(" /disk"), "df while writing: {df:?}");
-        let row = ahci_row(vm, " running ")?;
-        let task: u64 = row
-            .split_whitespace()
-            .nth(3)
-            .context("no task column")?
-            .parse()
-            .context("task id")?;
-        let out = vm.command(&format!("kill {task}"))?;
-        ensure!(
-            out.contains(&format!("killed task {task}")),
-            "kill: {out:?}"
-        );
+        let task = vm.running_driver_task("ahci")?;
+        vm.kill_task(task)?;
         let row = ahci_row(vm, " failed ")?;
         ensure!(row.contains("killed"), "why it stopped: {row:?}");
         let read = vm.command("blk read sd0 0 1")?;
