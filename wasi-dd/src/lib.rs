@@ -46,4 +46,6 @@ pub use bindings::nic_driver::NicDriver;
 pub use bindings::test_driver::TestDriver;
 pub use host::{DriverHost, Limits, MAX_DMA_ALIGN, add_to_linker};
 pub use platform::Platform;
-pub use serve::{FRAME_BUFFER, RX_BUFFERS, call_error, fill_rx_ring, init_block, init_nic};
+pub use serve::{
+    FRAME_BUFFER, RX_BUFFERS, call_error, exchange_block, fill_rx_ring, init_block, init_nic,
+};

@@ -7,7 +7,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use wasmtime::Store;
 
-use crate::bindings::block_driver::exports::wasi_dd::dd::block::DiskInfo;
+use crate::bindings::block_driver::exports::wasi_dd::dd::block::{
+    BlockCompletion, BlockRequest, DiskInfo,
+};
 use crate::platform::Platform;
 use crate::{BlockDriver, DriverHost, NicDriver};
 
@@ -71,4 +73,33 @@ pub fn init_block<P: Platform>(
         .call_init(&mut *store, device)
         .map_err(|e| call_error("init", e))?
         .map_err(|code| format!("init: {}", code.name()))
+}
+
+/// One exchange with a block driver once the host has queued `batch`: submits it (if any),
+/// lets the driver take its interrupt if it `fired`, and, if requests are `in_flight`,
+/// collects the finished ones.
+pub fn exchange_block<P: Platform>(
+    store: &mut Store<DriverHost<P>>,
+    driver: &BlockDriver,
+    batch: &[BlockRequest],
+    fired: bool,
+    in_flight: bool,
+) -> Result<Vec<BlockCompletion>, String> {
+    let block = driver.wasi_dd_dd_block();
+    if !batch.is_empty() {
+        block
+            .call_submit(&mut *store, batch)
+            .map_err(|e| call_error("submit", e))?;
+    }
+    if fired {
+        block
+            .call_handle_interrupt(&mut *store)
+            .map_err(|e| call_error("handle-interrupt", e))?;
+    }
+    if !in_flight {
+        return Ok(Vec::new());
+    }
+    block
+        .call_completions(&mut *store)
+        .map_err(|e| call_error("completions", e))
 }

@@ -18,7 +18,6 @@ use wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::{
 };
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::host::wasi_dd::dd::types::ErrorCode;
-use wasi_dd::call_error;
 use wasi_dd::platform::Platform;
 use wasi_dd::{BlockDriver, DriverHost};
 use wasmtime::Store;
@@ -247,28 +246,13 @@ impl BlockServer {
         for index in 0..self.exports.len() {
             self.read_requests(index);
         }
-        let block = driver.wasi_dd_dd_block();
         let mut batch = Vec::new();
         for index in 0..self.exports.len() {
             self.dispatch(store, index, &mut batch);
         }
-        if !batch.is_empty() {
-            block
-                .call_submit(&mut *store, &batch)
-                .map_err(|e| call_error("submit", e))?;
-        }
-        if fired {
-            block
-                .call_handle_interrupt(&mut *store)
-                .map_err(|e| call_error("handle-interrupt", e))?;
-        }
-        if !self.in_flight.is_empty() {
-            let finished = block
-                .call_completions(&mut *store)
-                .map_err(|e| call_error("completions", e))?;
-            for completion in finished {
-                self.complete(store, completion.tag, completion.outcome, completion.buffer);
-            }
+        let in_flight = !self.in_flight.is_empty();
+        for completion in wasi_dd::exchange_block(store, driver, &batch, fired, in_flight)? {
+            self.complete(store, completion.tag, completion.outcome, completion.buffer);
         }
         for index in 0..self.exports.len() {
             let export = &mut self.exports[index];

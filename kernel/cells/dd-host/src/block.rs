@@ -17,7 +17,6 @@ use keel_task::WaitQueue;
 use wasi_dd::bindings::block_driver::exports::wasi_dd::dd::block::{BlockOp, BlockRequest};
 use wasi_dd::bindings::host::wasi_dd::dd::dma::DmaBuffer;
 use wasi_dd::bindings::host::wasi_dd::dd::types::ErrorCode;
-use wasi_dd::call_error;
 use wasi_dd::types::PciAddress;
 use wasi_dd::{BlockDriver, DriverHost};
 use wasmtime::Store;
@@ -458,7 +457,6 @@ fn serve_once(
     next_tag: &mut u64,
     fired: bool,
 ) -> Result<bool, String> {
-    let block = driver.wasi_dd_dd_block();
     let mut batch = Vec::new();
     loop {
         let request = {
@@ -524,22 +522,10 @@ fn serve_once(
             },
         );
     }
-    if !batch.is_empty() {
-        block
-            .call_submit(&mut *store, &batch)
-            .map_err(|e| call_error("submit", e))?;
-    }
-    if fired {
-        block
-            .call_handle_interrupt(&mut *store)
-            .map_err(|e| call_error("handle-interrupt", e))?;
-    }
+    let finished = wasi_dd::exchange_block(store, driver, &batch, fired, !in_flight.is_empty())?;
     if in_flight.is_empty() {
         return Ok(false);
     }
-    let finished = block
-        .call_completions(&mut *store)
-        .map_err(|e| call_error("completions", e))?;
     for completion in finished {
         let Some(request) = in_flight.remove(&completion.tag) else {
             // Not a tag in flight (unknown, or completed twice): its buffer is freed.
