@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use keel_toolchain::http;
 use keel_toolchain::vm::{PROMPT, Vm};
+use support::sha256_hex;
+
+mod support;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -375,14 +378,6 @@ fn two_hundred_runs_return_memory_to_its_baseline() {
         );
         Ok(())
     });
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `httpd` (C, WASI sockets) serves files from Keel's file system to the host through QEMU's

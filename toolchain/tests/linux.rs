@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -21,33 +21,15 @@ use keel_toolchain::linux::{DRIVERS_GUEST_DIR, ERROR_PREFIX, READY_MARKER, RUNNE
 use keel_toolchain::paths::Layout;
 use keel_toolchain::qemu::OWN_AHCI_ADDRESS;
 use keel_toolchain::vm::Vm;
-use sha2::Digest;
+use support::{Image, pseudo_random, sha256_hex};
+
+mod support;
 
 /// The address QEMU's user network gives the guest, and the host as the guest sees it.
 const GUEST_ADDRESS: &str = "10.0.2.15";
 const HOST_FROM_GUEST: &str = "10.0.2.2";
 /// Hang guard for moving a file or waiting for QEMU to power off under TCG.
 const LONG: Duration = Duration::from_secs(120);
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `len` bytes of a fixed pseudo-random sequence.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// Boots Linux (with `disk` if given) and runs `test`; a failure panics with the transcript.
 fn with_linux(disk: Option<&Path>, test: impl FnOnce(&mut Vm, &str) -> Result<()>) {
@@ -245,22 +227,12 @@ fn wget_fetches_a_host_file_and_the_host_reaches_the_guests_httpd() {
     });
 }
 
-/// A disk image in the temporary directory, removed when dropped.
-struct Image(PathBuf);
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
-    let image = Image(std::env::temp_dir().join(format!("keel-linux-{}.img", std::process::id())));
-    let _ = std::fs::remove_file(&image.0);
+    let image = Image::new("linux");
     let data = pseudo_random(300_000, 7);
     create_fat32_image(
-        &image.0,
+        image.path(),
         64 << 20,
         "YARDSTICK",
         &[
@@ -269,7 +241,7 @@ fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
         ],
     )
     .unwrap();
-    with_linux(Some(&image.0), |vm, _| {
+    with_linux(Some(image.path()), |vm, _| {
         // The SCSI scan of the AHCI ports finishes in the background: look a bounded number of times.
         run_ok(
             vm,
@@ -296,7 +268,7 @@ fn ahci_disk_shows_and_its_fat_volume_mounts_reads_and_writes() {
         vm.wait_exit(LONG)?;
         Ok(())
     });
-    let written = get_file(&image.0, "LINUX.TXT").unwrap();
+    let written = get_file(image.path(), "LINUX.TXT").unwrap();
     assert_eq!(written, b"written by Linux\n");
 }
 
@@ -406,12 +378,10 @@ fn keels_e1000_component_runs_under_linux_gets_an_address_and_fetches_a_host_fil
 
 #[test]
 fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
-    let image =
-        Image(std::env::temp_dir().join(format!("keel-linux-wdd-{}.img", std::process::id())));
-    let _ = std::fs::remove_file(&image.0);
+    let image = Image::new("linux-wdd");
     let data = pseudo_random(700_000, 11);
     create_fat32_image(
-        &image.0,
+        image.path(),
         64 << 20,
         "WASIDD",
         &[
@@ -420,7 +390,7 @@ fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
         ],
     )
     .unwrap();
-    with_linux_iommu(Some(&image.0), |vm| {
+    with_linux_iommu(Some(image.path()), |vm| {
         same_component_as_keel(vm, "ahci")?;
         ensure!(
             vm.linux_pci_address(0x8086, 0x2922).is_err(),
@@ -450,10 +420,10 @@ fn keels_ahci_component_serves_a_disk_that_linux_mounts_reads_and_writes() {
         Ok(())
     });
     assert_eq!(
-        get_file(&image.0, "WASM.TXT").unwrap(),
+        get_file(image.path(), "WASM.TXT").unwrap(),
         b"written through the wasm driver\n"
     );
-    assert!(get_file(&image.0, "COPY.BIN").unwrap() == data);
+    assert!(get_file(image.path(), "COPY.BIN").unwrap() == data);
 }
 
 #[test]

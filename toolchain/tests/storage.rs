@@ -5,59 +5,19 @@
 //! Run by `make test` after `keel image`. Each test makes its own disk image in the temporary
 //! directory and boots its own VM. Timeouts are hang guards for QEMU under TCG.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use keel_toolchain::disk::{create_fat32_image, get_file, list, put_file};
 use keel_toolchain::vm::Vm;
-use sha2::Digest;
+use support::{Image, pseudo_random, sha256_hex};
+
+mod support;
 
 /// Hang guard for programs that move tens of MiB under TCG.
 const LONG_COMMAND: Duration = Duration::from_secs(300);
 const IMAGE_BYTES: u64 = 128 << 20;
-
-/// A disk image in the temporary directory, removed when dropped.
-struct Image(PathBuf);
-
-impl Image {
-    fn new(name: &str) -> Image {
-        let path =
-            std::env::temp_dir().join(format!("keel-storage-{}-{name}.img", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        Image(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `len` bytes of a fixed pseudo-random sequence.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// Boots with `disk` and runs `test`; a failure panics with the serial transcript.
 fn with_disk(disk: &Path, test: impl FnOnce(&mut Vm) -> Result<()>) {
